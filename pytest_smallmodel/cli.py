@@ -1,0 +1,271 @@
+"""``smallmodel``: lock, pull, verify and list the project's pinned model files.
+
+Exit codes: 0 ok, 1 a check failed (mismatch, missing file, stale lock, download failure),
+2 usage or configuration error. Expected errors print one message to stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import click
+
+from pytest_smallmodel.errors import ConfigError, LockError, SmallModelError, SourceError
+from pytest_smallmodel.lockfile import LOCK_VERSION, Lock, LockedModel, read_lock, write_lock
+from pytest_smallmodel.project import ModelSpec, Project, load_project
+
+
+class _Group(click.Group):
+    """Turns SmallModelError into its message on stderr and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SmallModelError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=_Group)
+@click.option(
+    "--project",
+    "project_dir",
+    type=click.Path(file_okay=False, dir_okay=True, path_type=Path),
+    default=None,
+    help="Project directory (default: search upward from the current directory).",
+)
+@click.pass_context
+def main(ctx: click.Context, project_dir: Path | None) -> None:
+    """Pin, download and verify the GGUF models declared in pyproject.toml."""
+    ctx.obj = project_dir
+
+
+def _project(ctx: click.Context) -> Project:
+    start: Path | None = ctx.find_root().obj
+    if start is not None and not start.is_dir():
+        raise ConfigError(f"--project {start}: no such directory.")
+    return load_project(start)
+
+
+def _check_names(project: Project, names: Iterable[str]) -> list[str]:
+    unknown = [name for name in names if name not in project.models]
+    if unknown:
+        declared = ", ".join(sorted(project.models)) or "(none)"
+        raise ConfigError(
+            f"{project.pyproject}: no model named {', '.join(map(repr, unknown))} in "
+            f"[tool.smallmodel.models]. Declared models: {declared}."
+        )
+    return sorted(set(names)) if names else sorted(project.models)
+
+
+def _stale_reasons(project: Project, lock: Lock, names: Sequence[str]) -> list[str]:
+    from pytest_smallmodel.sources import is_pin_fresh
+
+    reasons = []
+    for name in names:
+        spec = project.models[name]
+        pin = lock.models.get(name)
+        if pin is None:
+            reasons.append(f"{name}: declared but not locked")
+        elif not is_pin_fresh(spec, pin):
+            reasons.append(
+                f"{name}: spec changed (locked {_format_source(pin.declared_source())}, "
+                f"declared {_format_source(spec.normalized_source())})"
+            )
+    return reasons
+
+
+def _format_source(source: dict[str, str]) -> str:
+    return "{" + ", ".join(f"{key} = {value!r}" for key, value in source.items()) + "}"
+
+
+# --------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--upgrade", is_flag=True,
+              help="Re-resolve moving parts (hf revisions, url contents, package versions, files "
+                   "at path) of all models, or only of NAMES when given.")
+@click.option("--check", is_flag=True,
+              help="Write nothing; exit 1 with a summary when models.lock is missing or does not "
+                   "match the specs (for CI).")
+@click.pass_context
+def lock(ctx: click.Context, names: tuple[str, ...], upgrade: bool, check: bool) -> None:
+    """Resolve the model specs and write models.lock."""
+    if check and upgrade:
+        raise click.UsageError("--check and --upgrade cannot be combined: --check writes nothing.")
+    project = _project(ctx)
+    targets = _check_names(project, names)
+    if check:
+        _lock_check(project, targets, check_removed=not names)
+        return
+
+    existing = Lock(LOCK_VERSION)
+    if project.lock_path.exists():
+        try:
+            existing = read_lock(project.lock_path)
+        except LockError as exc:
+            click.echo(f"warning: ignoring the existing lock and re-resolving all pins: {exc}",
+                       err=True)
+
+    from pytest_smallmodel.sources import is_pin_fresh, resolve_model
+
+    pins: dict[str, LockedModel] = {}
+    failures: list[str] = []
+    for name, spec in sorted(project.models.items()):
+        kept = existing.models.get(name)
+        fresh = kept is not None and is_pin_fresh(spec, kept)
+        if name not in targets or (fresh and not upgrade):
+            if kept is not None:
+                pins[name] = kept
+            continue
+        try:
+            pin = resolve_model(project, spec, progress=True)
+        except SourceError as exc:
+            failures.append(str(exc))
+            if kept is not None:
+                pins[name] = kept
+            continue
+        pins[name] = pin
+        verb = "pinned" if kept is None or kept.sha256 != pin.sha256 else "unchanged"
+        click.echo(f"{name}: {verb} {pin.short_sha} {pin.describe_source()}")
+
+    write_lock(project.lock_path, Lock(LOCK_VERSION, MappingProxyType(pins)))
+    click.echo(f"wrote {project.lock_path} ({len(pins)} model{'s' if len(pins) != 1 else ''})")
+    if failures:
+        for message in failures:
+            click.echo(f"error: {message}", err=True)
+        ctx.exit(1)
+
+
+def _lock_check(project: Project, targets: Sequence[str], *, check_removed: bool) -> None:
+    ctx = click.get_current_context()
+    fix = f"Run `smallmodel lock` in {project.root} and commit models.lock."
+    if not project.lock_path.exists():
+        click.echo(f"{project.lock_path} is missing. {fix}", err=True)
+        ctx.exit(1)
+    try:
+        current = read_lock(project.lock_path)
+    except LockError as exc:
+        click.echo(str(exc), err=True)
+        ctx.exit(1)
+    reasons = _stale_reasons(project, current, targets)
+    if check_removed:
+        reasons += [
+            f"{name}: locked but no longer declared"
+            for name in sorted(set(current.models) - set(project.models))
+        ]
+    if reasons:
+        click.echo(f"{project.lock_path} does not match the specs:", err=True)
+        for reason in reasons:
+            click.echo(f"  {reason}", err=True)
+        click.echo(fix, err=True)
+        ctx.exit(1)
+    click.echo(f"{project.lock_path} is up to date ({len(targets)} models checked).")
+
+
+def _locked_targets(project: Project, names: Sequence[str]) -> tuple[Lock, list[LockedModel]]:
+    """The pins to act on; warnings for pins that no longer match their spec."""
+    lock = read_lock(project.lock_path)
+    targets = _check_names(project, names)
+    missing = [name for name in targets if name not in lock.models]
+    if names and missing:
+        raise LockError(
+            f"{project.lock_path}: {', '.join(map(repr, missing))} not locked. Run "
+            f"`smallmodel lock {' '.join(missing)}` and commit models.lock."
+        )
+    for reason in _stale_reasons(project, lock, targets):
+        click.echo(f"warning: models.lock is stale: {reason}. Run `smallmodel lock`.", err=True)
+    return lock, [lock.models[name] for name in targets if name in lock.models]
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.pass_context
+def pull(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """Download the pinned files that are not present locally, then verify them."""
+    project = _project(ctx)
+    _, pins = _locked_targets(project, names)
+    from pytest_smallmodel.sources import pull_model
+
+    failed = False
+    for pin in pins:
+        try:
+            result = pull_model(project, pin, progress=True)
+        except SourceError as exc:
+            click.echo(f"error: {exc}", err=True)
+            failed = True
+            continue
+        if result.ok:
+            click.echo(f"{pin.name}: ok {result.path}")
+        else:
+            click.echo(result.message, err=True)
+            failed = True
+    if failed:
+        ctx.exit(1)
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--full", is_flag=True, help="Re-hash every file, ignoring the stat cache.")
+@click.pass_context
+def verify(ctx: click.Context, names: tuple[str, ...], full: bool) -> None:
+    """Check local files against models.lock (no network)."""
+    project = _project(ctx)
+    _, pins = _locked_targets(project, names)
+    from pytest_smallmodel.sources import verify_model
+
+    failed = False
+    for pin in pins:
+        result = verify_model(project, pin, full=full, progress=True)
+        if result.ok:
+            click.echo(f"{pin.name}: verified {pin.short_sha} {result.path}")
+        else:
+            click.echo(result.message, err=True)
+            failed = True
+    if failed:
+        ctx.exit(1)
+
+
+@main.command(name="list")
+@click.pass_context
+def list_models(ctx: click.Context) -> None:
+    """Show each model: name, short sha, size, source and local status."""
+    project = _project(ctx)
+    lock = read_lock(project.lock_path) if project.lock_path.exists() else Lock(LOCK_VERSION)
+    from pytest_smallmodel.sources import is_pin_fresh, verify_model
+
+    rows = [("NAME", "SHA256", "SIZE", "SOURCE", "STATUS")]
+    for name in sorted(set(project.models) | set(lock.models)):
+        pin = lock.models.get(name)
+        spec: ModelSpec | None = project.models.get(name)
+        if pin is None:
+            rows.append((name, "-", "-", "-", "not locked"))
+            continue
+        status: str = verify_model(project, pin).status
+        if spec is None:
+            status += " (not declared)"
+        elif not is_pin_fresh(spec, pin):
+            status += " (stale pin)"
+        rows.append((name, pin.short_sha, _human_size(pin.size), pin.describe_source(), status))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+                   .rstrip())
+
+
+def _human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

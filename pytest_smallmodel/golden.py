@@ -1,0 +1,551 @@
+"""Goldens on disk: a syrupy extension with one reviewable JSON file per snapshot.
+
+Layout: ``<golden_dir>/<test file's directory relative to rootdir>/<test file stem>/<name>.json``,
+where ``<name>`` is syrupy's snapshot name (``TestClass.test_x[param].1``) made safe for any
+filesystem. The comparison itself lives in ``drift.py``; this module only reads, writes, names
+files and hands syrupy the verdicts.
+
+How syrupy 7 reports a failed ``assert value == snapshot``: ``SnapshotAssertion._assert`` calls
+``serialize`` then ``matches`` (only the serialized strings); on failure its
+``pytest_assertrepr_compare`` hook prints ``get_assert_diff()``, which calls ``diff_lines``. Pytest
+truncates such explanations to 8 lines unless ``-vv`` or CI, so ``GoldenAssertion`` raises the
+full explanation as the assertion error instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import unicodedata
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from syrupy.assertion import SnapshotAssertion
+from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
+
+from pytest_smallmodel.atomic import atomic_write_text
+from pytest_smallmodel.drift import (
+    DriftLog,
+    DriftPolicy,
+    GoldenKind,
+    GoldenRecord,
+    Verdict,
+    compare,
+    corrupt_verdict,
+    missing_verdict,
+    record_of,
+)
+from pytest_smallmodel.errors import GoldenError
+from pytest_smallmodel.results import Step, TokenLogprob
+
+if TYPE_CHECKING:
+    from syrupy.data import SnapshotCollection
+    from syrupy.location import PyTestLocation
+    from syrupy.types import PropertyFilter, PropertyMatcher, SerializableData, SnapshotIndex
+
+FORMAT_VERSION = 1
+FILE_EXTENSION = "json"
+_KINDS: tuple[GoldenKind, ...] = ("generation", "extraction", "label", "embedding", "text", "value")
+
+# Filenames are limited to 255 bytes; leave room for ".json" and atomic.py's ".<name>.XXXXXXXX.tmp".
+_MAX_TEST_NAME_BYTES = 160
+_MAX_CUSTOM_INDEX_BYTES = 48
+_HASH_LENGTH = 8
+# Characters kept verbatim in file names (besides letters and digits of any script).
+_SAFE_PUNCTUATION = frozenset("-_.,=+[]()@#%&!'{}~ ")
+
+
+# -- safe names ----------------------------------------------------------------------------------
+
+
+def safe_name_part(name: str, max_bytes: int) -> str:
+    """``name`` as a filename fragment; altered or shortened names get a hash of the original.
+
+    The hash keeps distinct ids distinct after replacing characters (``a/b`` vs ``a_b``) or
+    truncating long ids that share a prefix.
+    """
+    normal = unicodedata.normalize("NFC", name)
+    cleaned = "".join(c if c.isalnum() or c in _SAFE_PUNCTUATION else "_" for c in normal)
+    if cleaned == name and len(cleaned.encode("utf-8")) <= max_bytes:
+        return cleaned
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_LENGTH]
+    budget = max_bytes - _HASH_LENGTH - 1
+    shortened = cleaned.encode("utf-8")[:budget].decode("utf-8", "ignore")
+    return f"{shortened}~{digest}"
+
+
+def snapshot_stem(test_name: str, index: SnapshotIndex) -> str:
+    """File stem of assertion ``index``: ``test_x[id]``, ``test_x[id].1``, ``test_x[id][name]``."""
+    stem = safe_name_part(test_name, _MAX_TEST_NAME_BYTES)
+    if isinstance(index, str):
+        return f"{stem}[{safe_name_part(index, _MAX_CUSTOM_INDEX_BYTES)}]"
+    return f"{stem}.{index}" if index else stem
+
+
+# -- file format ---------------------------------------------------------------------------------
+
+
+class _Inline:
+    """Render this value on a single line (steps, settings, token arrays)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _scalar(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # inf logprob from a grammar-masked step: JSON has no infinity
+        return json.dumps(str(value))
+
+
+def _inline(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{_scalar(k)}: {_inline(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_inline(v) for v in value) + "]"
+    return _scalar(value)
+
+
+def _render(value: Any, indent: int) -> str:
+    pad, inner = "  " * indent, "  " * (indent + 1)
+    if isinstance(value, _Inline):
+        return _inline(value.value)
+    if isinstance(value, Mapping):
+        if not value:
+            return "{}"
+        items = [f"{inner}{_scalar(k)}: {_render(v, indent + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list | tuple):
+        if not value or all(isinstance(v, int | float | bool) or v is None for v in value):
+            return _inline(value)
+        return "[\n" + ",\n".join(f"{inner}{_render(v, indent + 1)}" for v in value) + f"\n{pad}]"
+    return _scalar(value)
+
+
+def _lines(text: str) -> list[str]:
+    # split("\n") and "\n".join() are exact inverses, so a golden restores the text byte for byte.
+    return text.split("\n")
+
+
+def _request_for_file(request: Mapping[str, Any]) -> dict[str, Any]:
+    shown: dict[str, Any] = {}
+    for key, value in request.items():
+        if key == "prompt":
+            shown[key] = _lines(str(value))
+        elif key in ("prompt_tokens", "settings", "stop", "labels"):
+            shown[key] = _Inline(value)
+        else:
+            shown[key] = value
+    return shown
+
+
+def _step_for_file(step: Step) -> _Inline:
+    return _Inline(
+        {
+            "token": step.token,
+            "text": step.text,
+            "logprob": step.logprob,
+            "top": [[t.token, t.text, t.logprob] for t in step.top],
+        }
+    )
+
+
+def serialize_record(record: GoldenRecord) -> str:
+    """The golden file's text: output first (as lines), then the record. Same record, same bytes."""
+    document: dict[str, Any] = {}
+    if record.kind in ("generation", "extraction", "text"):
+        document["text"] = _lines(record.text or "")
+    elif record.kind == "label":
+        document["label"] = record.label
+    elif record.kind == "value":
+        document["value"] = record.value
+    document["golden_format"] = FORMAT_VERSION
+    document["kind"] = record.kind
+    if record.kind in ("text", "value"):
+        return _render(document, 0) + "\n"
+    document["model"] = record.model
+    document["sha256"] = record.sha256
+    document["request"] = _request_for_file(record.request or {})
+    if record.kind in ("generation", "extraction"):
+        document["finish_reason"] = record.finish_reason
+        document["tokens"] = _Inline(list(record.tokens))
+        document["steps"] = [_step_for_file(step) for step in record.steps]
+    elif record.kind == "label":
+        document["logprobs"] = _Inline(dict(record.label_logprobs or {}))
+    elif record.kind == "embedding":
+        document["dimensions"] = len(record.vector or ())
+        document["vector"] = _Inline(list(record.vector or ()))
+    document["fingerprint"] = record.fingerprint
+    return _render(document, 0) + "\n"
+
+
+class _Reader:
+    """Typed access to a parsed golden that turns every surprise into a GoldenError."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def error(self, problem: str) -> GoldenError:
+        return GoldenError(
+            f"golden {self.path} is invalid: {problem}; run `pytest --snapshot-update` to "
+            "replace it with this run's result"
+        )
+
+    def field(
+        self, data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str = ""
+    ) -> Any:
+        if key not in data:
+            raise self.error(f"missing field {where}{key!r}")
+        value = data[key]
+        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
+            raise self.error(f"field {where}{key!r} has the wrong type ({type(value).__name__})")
+        return value
+
+    def lines(self, data: Mapping[str, Any], key: str, where: str = "") -> str:
+        value = self.field(data, key, list, where)
+        if not all(isinstance(line, str) for line in value):
+            raise self.error(f"field {where}{key!r} must be a list of strings (lines)")
+        return "\n".join(value)
+
+    def ints(self, data: Mapping[str, Any], key: str, where: str = "") -> tuple[int, ...]:
+        value = self.field(data, key, list, where)
+        if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in value):
+            raise self.error(f"field {where}{key!r} must be a list of token ids")
+        return tuple(value)
+
+    def number(self, value: Any, where: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise self.error(f"{where} must be a number")
+        try:
+            return float(value)
+        except ValueError:
+            raise self.error(f"{where} must be a number") from None
+
+    def token(self, value: Any, where: str) -> TokenLogprob:
+        if not (isinstance(value, list) and len(value) == 3):
+            raise self.error(f"{where} must be [token id, text, logprob]")
+        token, text, logprob = value
+        if not isinstance(token, int) or not isinstance(text, str):
+            raise self.error(f"{where} must be [token id, text, logprob]")
+        return TokenLogprob(token, text, self.number(logprob, where))
+
+    def step(self, value: Any, index: int) -> Step:
+        where = f"steps[{index}]."
+        if not isinstance(value, dict):
+            raise self.error(f"steps[{index}] must be an object")
+        token = self.field(value, "token", int, where)
+        text = self.field(value, "text", str, where)
+        logprob = self.number(
+            self.field(value, "logprob", (int, float, str), where), f"{where}logprob"
+        )
+        top = self.field(value, "top", list, where)
+        return Step(
+            token,
+            text,
+            logprob,
+            tuple(self.token(t, f"{where}top[{i}]") for i, t in enumerate(top)),
+        )
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def parse_golden(text: str, *, path: str) -> GoldenRecord:
+    """Read a golden file's text; any problem raises GoldenError naming ``path`` and the problem."""
+    reader = _Reader(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise reader.error("it is not UTF-8 text") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise reader.error(
+            f"not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
+        ) from None
+    if not isinstance(data, dict):
+        raise reader.error("the top level must be a JSON object")
+    version = data.get("golden_format")
+    if version != FORMAT_VERSION:
+        if isinstance(version, int) and not isinstance(version, bool):
+            raise reader.error(
+                f"format version {version} is not supported (this pytest-smallmodel reads "
+                f"version {FORMAT_VERSION})"
+            )
+        raise reader.error("missing or invalid 'golden_format' version")
+    kind = data.get("kind")
+    if kind not in _KINDS:
+        raise reader.error(f"unknown kind {kind!r} (expected one of {', '.join(_KINDS)})")
+    if kind == "text":
+        return GoldenRecord(kind="text", text=reader.lines(data, "text"))
+    if kind == "value":
+        if "value" not in data:
+            raise reader.error("missing field 'value'")
+        return GoldenRecord(kind="value", value=data["value"])
+    request = dict(reader.field(data, "request", dict))
+    if "prompt" in request:
+        request["prompt"] = reader.lines(request, "prompt", "request.")
+    common: dict[str, Any] = {
+        "model": reader.field(data, "model", str),
+        "sha256": reader.field(data, "sha256", str),
+        "request": request,
+        "fingerprint": reader.field(data, "fingerprint", dict),
+    }
+    reader.ints(request, "prompt_tokens", "request.")
+    if kind in ("generation", "extraction"):
+        tokens = reader.ints(data, "tokens")
+        steps = tuple(reader.step(s, i) for i, s in enumerate(reader.field(data, "steps", list)))
+        if len(steps) != len(tokens) or any(
+            s.token != t for s, t in zip(steps, tokens, strict=True)
+        ):
+            raise reader.error("'tokens' and the tokens of 'steps' disagree")
+        finish = reader.field(data, "finish_reason", str)
+        if finish not in ("stop", "length"):
+            raise reader.error(f"finish_reason {finish!r} is not 'stop' or 'length'")
+        return GoldenRecord(
+            kind=kind,
+            text=reader.lines(data, "text"),
+            tokens=tokens,
+            finish_reason=finish,
+            steps=steps,
+            **common,
+        )
+    if kind == "label":
+        logprobs = reader.field(data, "logprobs", dict)
+        return GoldenRecord(
+            kind="label",
+            label=reader.field(data, "label", str),
+            label_logprobs={
+                str(k): reader.number(v, f"logprobs[{k!r}]") for k, v in logprobs.items()
+            },
+            **common,
+        )
+    vector = reader.field(data, "vector", list)
+    numbers = tuple(reader.number(x, f"vector[{i}]") for i, x in enumerate(vector))
+    if data.get("dimensions") != len(numbers):
+        raise reader.error(f"'dimensions' does not match the vector's length {len(numbers)}")
+    return GoldenRecord(kind="embedding", vector=numbers, **common)
+
+
+# -- the syrupy extension ------------------------------------------------------------------------
+
+
+class GoldenExtension(SingleFileSnapshotExtension):
+    """Base class; ``golden_extension_class`` makes a configured subclass per session."""
+
+    file_extension = FILE_EXTENSION
+    _write_mode = WriteMode.TEXT
+    write_immediately = True
+
+    golden_dir: ClassVar[Path] = Path("golden")
+    rootdir: ClassVar[Path] = Path()
+    policy: ClassVar[DriftPolicy] = DriftPolicy()
+    log: ClassVar[DriftLog] = DriftLog()
+
+    def __init__(self) -> None:
+        # syrupy makes one extension instance per assertion object and calls read, serialize,
+        # matches and diff_lines on it in that order, passing only strings: the live result and
+        # the verdict are kept here between those calls.
+        self.live: object = None
+        self.has_live = False
+        self.location: str | None = None
+        self.verdict: Verdict | None = None
+        self.test_id: str | None = None
+        self.rewriting = False
+
+    # -- layout ---------------------------------------------------------------------------------
+
+    @classmethod
+    def dirname(cls, *, test_location: PyTestLocation) -> str:
+        test_file = Path(test_location.filepath)
+        try:
+            relative = test_file.parent.resolve().relative_to(cls.rootdir.resolve())
+        except ValueError:  # a test file outside rootdir: keep it under golden_dir anyway
+            relative = Path("_outside_rootdir")
+        return str(cls.golden_dir / relative / test_file.stem)
+
+    @classmethod
+    def get_snapshot_name(cls, *, test_location: PyTestLocation, index: SnapshotIndex = 0) -> str:
+        return snapshot_stem(test_location.snapshot_name, index)
+
+    @classmethod
+    def matches_test_location(
+        cls, *, test_location: PyTestLocation, snapshot_location: str
+    ) -> bool:
+        location = Path(snapshot_location)
+        if location.parent != Path(cls.dirname(test_location=test_location)):
+            return False
+        if location.suffix != f".{FILE_EXTENSION}":
+            return False
+        stem = location.name[: -len(FILE_EXTENSION) - 1]
+        own = snapshot_stem(test_location.snapshot_name, 0)
+        return stem == own or stem.startswith((f"{own}.", f"{own}["))
+
+    def display_path(self, location: str | None) -> str:
+        if location is None:
+            return "(unknown golden)"
+        try:
+            return Path(location).resolve().relative_to(self.rootdir.resolve()).as_posix()
+        except ValueError:
+            return location
+
+    # -- storage --------------------------------------------------------------------------------
+
+    def read_snapshot_data_from_location(
+        self, *, snapshot_location: str, snapshot_name: str, session_id: str
+    ) -> str | None:
+        self.location = snapshot_location
+        try:
+            raw = Path(snapshot_location).read_bytes()
+        except FileNotFoundError:
+            return None
+        # Never raise here: syrupy would record an error and --snapshot-update could not replace
+        # a corrupt file. parse_golden() reports undecodable bytes instead.
+        return raw.decode("utf-8", "surrogateescape")
+
+    @classmethod
+    def write_snapshot_collection(
+        cls, *, snapshot_collection: SnapshotCollection, name_order: dict[str, int] | None = None
+    ) -> None:
+        data = next(iter(snapshot_collection)).data
+        if not isinstance(data, str):
+            raise TypeError(f"golden data must be text, got {type(data).__name__}")
+        atomic_write_text(Path(snapshot_collection.location), data)
+
+    def delete_snapshots(self, *, snapshot_location: str, snapshot_names: set[str]) -> None:
+        Path(snapshot_location).unlink(missing_ok=True)
+
+    # -- comparison -----------------------------------------------------------------------------
+
+    def serialize(
+        self,
+        data: SerializableData,
+        *,
+        exclude: PropertyFilter | None = None,
+        include: PropertyFilter | None = None,
+        matcher: PropertyMatcher | None = None,
+    ) -> str:
+        self.live, self.has_live = data, True
+        return serialize_record(record_of(data))
+
+    def matches(
+        self, *, serialized_data: SerializableData, snapshot_data: SerializableData
+    ) -> bool:
+        path = self.display_path(self.location)
+        try:
+            golden = parse_golden(str(snapshot_data), path=path)
+        except GoldenError as error:
+            self.verdict = corrupt_verdict(
+                path, str(error).removeprefix(f"golden {path} is invalid: ")
+            )
+        else:
+            live = (
+                self.live
+                if self.has_live
+                else parse_golden(str(serialized_data), path="(this run)")
+            )
+            self.verdict = compare(golden, live, policy=self.policy, golden_path=path)
+        self.log.add(self.verdict, test=self.test_id, rewriting=self.rewriting)
+        return self.verdict.passed
+
+    def diff_lines(
+        self, serialized_data: SerializableData, snapshot_data: SerializableData
+    ) -> Iterator[str]:
+        if self.verdict is not None:
+            yield from self.verdict.lines
+        else:
+            yield from missing_verdict(self.display_path(self.location)).lines
+
+
+def golden_extension_class(
+    *, golden_dir: Path, rootdir: Path, policy: DriftPolicy, log: DriftLog
+) -> type[GoldenExtension]:
+    """A GoldenExtension subclass configured for this session: make it once, reuse it per test.
+
+    The class is published in this module under a name derived from the directories, so the
+    pytest-xdist controller (which calls this with the same arguments) can import it by name:
+    syrupy's controller uses the extension to tell which goldens belong to which tests.
+    """
+    key = hashlib.sha256(
+        f"{Path(golden_dir).resolve()}\0{Path(rootdir).resolve()}".encode()
+    ).hexdigest()
+    name = f"GoldenExtension_{key[:12]}"
+    cls = type(
+        name,
+        (GoldenExtension,),
+        {
+            "golden_dir": Path(golden_dir).resolve(),
+            "rootdir": Path(rootdir).resolve(),
+            "policy": policy,
+            "log": log,
+            "__module__": __name__,
+            "__qualname__": name,
+        },
+    )
+    globals()[name] = cls
+    return cls
+
+
+class GoldenMismatch(AssertionError):
+    """A golden comparison failed; the message is the whole drift report."""
+
+
+class GoldenAssertion(SnapshotAssertion):
+    """The ``golden`` fixture's value: a syrupy assertion that fails with the full report.
+
+    pytest truncates assertion explanations to 8 lines (unless -vv or CI), so instead of letting
+    syrupy's assertrepr hook print the report, a failed comparison raises it.
+    """
+
+    def __eq__(self, other: SerializableData) -> bool:
+        __tracebackhide__ = True
+        extension = self.extension
+        if isinstance(extension, GoldenExtension):
+            extension.test_id = self.test_location.nodeid
+            extension.rewriting = self.update_snapshots
+            extension.verdict = None
+        if self._assert(other):
+            return True
+        result = self.executions[self.num_executions - 1]
+        if (
+            isinstance(extension, GoldenExtension)
+            and extension.verdict is None
+            and result.exception is None
+        ):
+            extension.log.add(
+                missing_verdict(extension.display_path(result.snapshot_location)),
+                test=self.test_location.nodeid,
+            )
+        raise GoldenMismatch("\n".join(self.get_assert_diff()))
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def golden_assertion(
+    snapshot: SnapshotAssertion, extension_class: type[GoldenExtension]
+) -> GoldenAssertion:
+    """Build the ``golden`` fixture value from syrupy's ``snapshot`` fixture."""
+    return GoldenAssertion(
+        session=snapshot.session,
+        extension_class=extension_class,
+        test_location=snapshot.test_location,
+        update_snapshots=snapshot.update_snapshots,
+        update_new_snapshots_only=snapshot.update_new_snapshots_only,
+    )
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "GoldenAssertion",
+    "GoldenExtension",
+    "GoldenMismatch",
+    "golden_assertion",
+    "golden_extension_class",
+    "parse_golden",
+    "safe_name_part",
+    "serialize_record",
+    "snapshot_stem",
+]

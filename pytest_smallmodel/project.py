@@ -1,0 +1,285 @@
+"""The project's declared models and settings, read from ``[tool.smallmodel]`` in pyproject.toml.
+
+Everything here is validated up front so that a typo surfaces as one ``ConfigError`` naming the
+file, the key and the fix, before any download or model load starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from types import MappingProxyType
+from typing import Any, Literal, cast
+
+from pytest_smallmodel.errors import ConfigError
+
+MODEL_NAME_RE: re.Pattern[str] = re.compile(r"[a-z0-9][a-z0-9._-]*")
+
+# Other modules extend the accepted keys by rebinding: TOP_LEVEL_KEYS = TOP_LEVEL_KEYS | {...}.
+TOP_LEVEL_KEYS: frozenset[str] = frozenset(
+    {
+        "models",
+        "settings",
+        "cache_dir",
+        "golden_dir",
+        "tolerance",
+        "top_logprobs",
+        "result_cache_dir",
+    }
+)
+
+SourceKind = Literal["hf", "url", "path", "package"]
+SOURCE_KINDS: tuple[SourceKind, ...] = ("hf", "url", "path", "package")
+
+# The keys each source kind accepts, in the order they are written back (lock, messages).
+SOURCE_KEYS: Mapping[SourceKind, tuple[str, ...]] = MappingProxyType(
+    {
+        "hf": ("hf", "file", "revision"),
+        "url": ("url", "sha256"),
+        "path": ("path",),
+        "package": ("package", "file"),
+    }
+)
+REQUIRED_SOURCE_KEYS: Mapping[SourceKind, frozenset[str]] = MappingProxyType(
+    {
+        "hf": frozenset({"hf", "file"}),
+        "url": frozenset({"url"}),
+        "path": frozenset({"path"}),
+        "package": frozenset({"package", "file"}),
+    }
+)
+NON_SOURCE_SPEC_KEYS: frozenset[str] = frozenset({"settings", "embedding"})
+DEFAULT_HF_REVISION = "main"
+CACHE_DIR_ENV = "SMALLMODEL_CACHE_DIR"
+CACHE_APP_NAME = "pytest-smallmodel"
+
+_SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
+_HF_REPO_RE = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+_GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    kind: SourceKind
+    source: Mapping[str, str]
+    settings: Mapping[str, Any]
+    embedding: bool
+
+    @property
+    def is_glob(self) -> bool:
+        """True when an ``hf`` spec names its file with a glob that lock must resolve."""
+        return self.kind == "hf" and is_glob(self.source["file"])
+
+    def normalized_source(self) -> dict[str, str]:
+        """The declared source with defaults filled in: what a pin must agree with to be fresh."""
+        normalized = dict(self.source)
+        if self.kind == "hf":
+            normalized.setdefault("revision", DEFAULT_HF_REVISION)
+        if self.kind == "url" and "sha256" in normalized:
+            normalized["sha256"] = normalized["sha256"].lower()
+        return normalized
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    pyproject: Path
+    models: Mapping[str, ModelSpec]
+    settings: Mapping[str, Any]
+    options: Mapping[str, Any]
+    lock_path: Path
+    cache_dir: Path
+
+
+def is_glob(pattern: str) -> bool:
+    return any(char in _GLOB_CHARS for char in pattern)
+
+
+def find_pyproject(start: Path) -> Path | None:
+    """The nearest pyproject.toml in ``start`` or one of its parents."""
+    directory = Path(start).resolve()
+    if directory.is_file():
+        directory = directory.parent
+    for candidate_dir in (directory, *directory.parents):
+        candidate = candidate_dir / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_project(start: Path | None = None) -> Project:
+    """Find and validate the project around ``start`` (default: the current directory)."""
+    start_dir = Path.cwd() if start is None else Path(start)
+    pyproject = find_pyproject(start_dir)
+    if pyproject is None:
+        raise ConfigError(
+            f"No pyproject.toml found in {start_dir.resolve()} or any parent directory. "
+            "Run from inside your project, pass --project DIR, or create a pyproject.toml with a "
+            "[tool.smallmodel.models] table."
+        )
+    return _load_pyproject(pyproject)
+
+
+def _load_pyproject(pyproject: Path) -> Project:
+    try:
+        document = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{pyproject}: invalid TOML: {exc}. Fix the syntax at that line."
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{pyproject}: cannot be read: {exc}.") from exc
+
+    tool = document.get("tool", {})
+    config = tool.get("smallmodel", {}) if isinstance(tool, dict) else {}
+    if not isinstance(config, dict):
+        raise ConfigError(f"{pyproject}: [tool.smallmodel] must be a table.")
+    unknown = sorted(set(config) - TOP_LEVEL_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{pyproject}: unknown key(s) {', '.join(repr(k) for k in unknown)} in "
+            "[tool.smallmodel]. "
+            f"Valid keys: {', '.join(sorted(TOP_LEVEL_KEYS))}."
+        )
+
+    root = pyproject.parent.resolve()
+    models_table = config.get("models", {})
+    if not isinstance(models_table, dict):
+        raise ConfigError(
+            f"{pyproject}: [tool.smallmodel] models must be a table of name = {{ ... }} specs."
+        )
+    models = {
+        name: _parse_spec(pyproject, name, raw) for name, raw in sorted(models_table.items())
+    }
+
+    settings = config.get("settings", {})
+    if not isinstance(settings, dict):
+        raise ConfigError(
+            f"{pyproject}: [tool.smallmodel] settings must be a table, e.g. "
+            "[tool.smallmodel.settings] with n_ctx = 2048."
+        )
+    options = {key: value for key, value in config.items() if key not in ("models", "settings")}
+
+    return Project(
+        root=root,
+        pyproject=pyproject.resolve(),
+        models=MappingProxyType(models),
+        settings=MappingProxyType(settings),
+        options=MappingProxyType(options),
+        lock_path=root / "models.lock",
+        cache_dir=_cache_dir(pyproject, root, config.get("cache_dir")),
+    )
+
+
+def _cache_dir(pyproject: Path, root: Path, configured: object) -> Path:
+    from_env = os.environ.get(CACHE_DIR_ENV)
+    if from_env:
+        return Path(from_env).expanduser().resolve()
+    if configured is not None:
+        if not isinstance(configured, str) or not configured:
+            raise ConfigError(
+                f"{pyproject}: [tool.smallmodel] cache_dir must be a non-empty string path "
+                "(relative to the project root)."
+            )
+        return (root / Path(configured).expanduser()).resolve()
+    import platformdirs  # deferred: only needed when nothing else configures the cache
+
+    return Path(platformdirs.user_cache_dir(CACHE_APP_NAME))
+
+
+def _parse_spec(pyproject: Path, name: object, raw: object) -> ModelSpec:
+    where = f"{pyproject}: [tool.smallmodel.models] {name}"
+    if not isinstance(name, str) or not MODEL_NAME_RE.fullmatch(name):
+        raise ConfigError(
+            f"{pyproject}: invalid model name {name!r} in [tool.smallmodel.models]. "
+            "Names must match "
+            f"{MODEL_NAME_RE.pattern} (lowercase letters, digits, '.', '_', '-')."
+        )
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{where}: must be a table such as {{ hf = \"org/repo\", file = \"model.gguf\" }}."
+        )
+
+    kinds = [kind for kind in SOURCE_KINDS if kind in raw]
+    if len(kinds) != 1:
+        found = f"found {', '.join(kinds)}" if kinds else "found none"
+        raise ConfigError(
+            f"{where}: a model needs exactly one source key out of {', '.join(SOURCE_KINDS)} "
+            f"({found})."
+        )
+    kind = kinds[0]
+    allowed = set(SOURCE_KEYS[kind]) | NON_SOURCE_SPEC_KEYS
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(repr(k) for k in unknown)} for a {kind!r} source. "
+            f"Valid keys: {', '.join(sorted(allowed))}."
+        )
+    missing = sorted(REQUIRED_SOURCE_KEYS[kind] - set(raw))
+    if missing:
+        raise ConfigError(f"{where}: a {kind!r} source also needs {', '.join(missing)}.")
+
+    source: dict[str, str] = {}
+    for key in SOURCE_KEYS[kind]:
+        if key not in raw:
+            continue
+        value = raw[key]
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}: {key} must be a non-empty string (got {value!r}).")
+        source[key] = value
+    _check_source_values(where, kind, source)
+
+    settings = raw.get("settings", {})
+    if not isinstance(settings, dict):
+        raise ConfigError(
+            f"{where}: settings must be a table, e.g. settings = {{ n_ctx = 4096 }}."
+        )
+    embedding = raw.get("embedding", False)
+    if not isinstance(embedding, bool):
+        raise ConfigError(f"{where}: embedding must be true or false (got {embedding!r}).")
+    return ModelSpec(
+        name=name,
+        kind=kind,
+        source=MappingProxyType(source),
+        settings=MappingProxyType(cast(dict[str, Any], settings)),
+        embedding=embedding,
+    )
+
+
+def _check_source_values(where: str, kind: SourceKind, source: Mapping[str, str]) -> None:
+    if kind == "hf" and not _HF_REPO_RE.fullmatch(source["hf"]):
+        raise ConfigError(
+            f"{where}: hf = {source['hf']!r} is not a Hugging Face repo id; use \"org/name\"."
+        )
+    if kind == "url":
+        url = source["url"]
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}: url = {url!r} must start with http:// or https://.")
+        digest = source.get("sha256")
+        if digest is not None and not _SHA256_RE.fullmatch(digest):
+            raise ConfigError(
+                f"{where}: sha256 = {digest!r} must be 64 hexadecimal characters "
+                "(the output of sha256sum)."
+            )
+    for key in ("file", "path"):
+        if key in source:
+            check_relative_path(where, key, source[key])
+
+
+def check_relative_path(where: str, key: str, value: str) -> None:
+    """Reject paths that leave their root, so a spec cannot point outside the repo/project."""
+    pure = PurePosixPath(value.replace("\\", "/"))
+    if pure.is_absolute() or re.match(r"^[A-Za-z]:", value):
+        raise ConfigError(
+            f"{where}: {key} = {value!r} must be a relative path inside its root, not absolute."
+        )
+    if ".." in pure.parts:
+        raise ConfigError(
+            f"{where}: {key} = {value!r} escapes its root with '..'; "
+            "use a path inside the project (or repo / distribution)."
+        )

@@ -1,0 +1,67 @@
+"""Shared fixtures. Keep each fixture small and documented; other modules append their own."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from gguf_factory import DEFAULT_CHAT_TEMPLATE, write_tiny_gguf
+from hub_server import FakeHub
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    """A running fake Hub on 127.0.0.1, selected through HF_ENDPOINT, with an isolated HF cache."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with FakeHub().running() as fake:
+        monkeypatch.setenv("HF_ENDPOINT", fake.url)
+        # huggingface_hub froze HF_ENDPOINT at import into these two constants; keep them
+        # consistent so its own side requests and URL building also reach the fake.
+        from huggingface_hub import constants
+
+        monkeypatch.setattr(constants, "ENDPOINT", fake.url)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            fake.url + "/{repo_id}/resolve/{revision}/{filename}")
+        yield fake
+
+
+@pytest.fixture
+def model_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated SMALLMODEL_CACHE_DIR (url downloads, stat cache)."""
+    cache = tmp_path / "smallmodel-cache"
+    monkeypatch.setenv("SMALLMODEL_CACHE_DIR", str(cache))
+    return cache
+
+
+@pytest.fixture
+def tiny_gguf(tmp_path: Path) -> Path:
+    """A tiny real GGUF file (llama, context 128, with a chat template)."""
+    return write_tiny_gguf(tmp_path / "tiny.gguf", chat_template=DEFAULT_CHAT_TEMPLATE)
+
+
+@pytest.fixture
+def make_project(tmp_path: Path, model_cache: Path):  # type: ignore[no-untyped-def]
+    """Write ``tmp_path/project/pyproject.toml`` with the given [tool.smallmodel] body."""
+
+    def make(models_toml: str, extra_toml: str = "") -> Path:
+        root = tmp_path / "project"
+        root.mkdir(exist_ok=True)
+        (root / "pyproject.toml").write_text(
+            '[project]\nname = "demo"\nversion = "0"\n\n'
+            f"{extra_toml}\n[tool.smallmodel.models]\n{models_toml}\n",
+            encoding="utf-8",
+        )
+        return root
+
+    return make

