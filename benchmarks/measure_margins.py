@@ -51,8 +51,15 @@ PROMPTS = [
 
 PERTURBATIONS: dict[str, dict[str, object]] = {
     "flash_attn=on": {"flash_attn": True},
-    "n_batch=n_ubatch=7": {"n_batch": 7, "n_ubatch": 7},
     "kv cache f32": {"type_k": "f32", "type_v": "f32"},
+}
+
+# A real change for contrast: the same request with one word of the prompt edited.
+EDITED = {
+    0: "Write three bullet points about why code reviews matter.",
+    5: "Translate to French: 'The dog is sleeping on the warm windowsill.'",
+    12: "Write a haiku about spring rain.",
+    15: "The three secondary colors are",
 }
 
 EMBED_TEXTS = [
@@ -115,6 +122,14 @@ def measure_tokens(path: Path, max_tokens: int) -> None:
               f"{len(nonzero)} steps where the golden token is not the best, in {diverged}/16 "
               f"outputs; max gap {max(gaps):.4f} ({worst[1]}); {percentiles(gaps, (99, 99.9))}")
         model.close()
+
+    for index, edited in EDITED.items():
+        golden = generations[index]
+        tokens = base.chat(chat(base, edited), max_tokens=1).prompt_tokens
+        scored = base._model.score(tokens, golden.tokens, top_k=5, grammar=None)
+        gaps = [s.gap for s in scored]
+        print(f"edited prompt {edited[:40]!r}: teacher-forcing the original output, max gap "
+              f"{max(gaps):.2f} nats, {sum(g > 1.0 for g in gaps)} of {len(gaps)} steps above 1.0")
     pool.close()
 
 
@@ -148,6 +163,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def measure_embeddings(path: Path) -> None:
     base = mean_pooled(path, {})
+    # n_batch is left alone: mean pooling needs the whole input in one micro-batch.
     for label, overrides in PERTURBATIONS.items():
         other = mean_pooled(path, overrides)
         sims = [cosine(a, b) for a, b in zip(base, other, strict=True)]

@@ -283,6 +283,7 @@ class _Comparison:
     current: GoldenRecord = field(init=False)
     changed: tuple[FieldChange, ...] = field(init=False, default=())
     notes: list[str] = field(init=False, default_factory=list)
+    fingerprint_checked: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.current = record_of(self.live)
@@ -316,6 +317,7 @@ class _Comparison:
                 [*request_lines, *self._output_diff()],
             )
         self.changed = self._fingerprint_changes()
+        self.fingerprint_checked = True
         if golden.kind in ("generation", "extraction"):
             return self._compare_tokens()
         if golden.kind == "label":
@@ -334,13 +336,12 @@ class _Comparison:
         return f"tolerance {self.policy.tolerance:g} nats (the fingerprint changed)"
 
     def _header(self, headline: str) -> list[str]:
-        return [
-            headline,
-            f"golden: {self.golden_path}",
-            f"model: {self.current.model_ref}",
-            f"mode: {self._mode()}",
-            *self.notes,
-        ]
+        lines = [headline, f"golden: {self.golden_path}"]
+        if self.current.sha256 is not None:
+            lines.append(f"model: {self.current.model_ref}")
+        if self.fingerprint_checked:
+            lines.append(f"mode: {self._mode()}")
+        return lines + self.notes
 
     def _verdict(
         self, outcome: Outcome, passed: bool, headline: str, body: Iterable[str]
@@ -690,10 +691,14 @@ def _step_table(
     divergence: int,
 ) -> list[str]:
     lines: list[str] = []
-    golden_now = scored_step.golden.logprob if scored_step is not None else None
+    golden_now = None
     if golden_step is not None:
-        if golden_now is None and live_step is not None:
+        # Same context as the live step, so its top-k holds the exact number; the scorer covers
+        # golden tokens that fell out of the top-k.
+        if live_step is not None:
             golden_now = _lookup(live_step.top, golden_step.token)
+        if golden_now is None and scored_step is not None:
+            golden_now = scored_step.golden.logprob
         lines.append(
             f"  golden token   {golden_step.text!r} (id {golden_step.token}): logprob "
             f"{_lp(golden_step.logprob)} in the golden run, {_lp(golden_now)} in this run"
@@ -750,8 +755,31 @@ def _unified_text(old: str | None, new: str | None) -> list[str]:
     return _unified(old_lines, new_lines)
 
 
-def _pretty(value: Any) -> list[str]:
-    return json.dumps(value, indent=1, ensure_ascii=False, sort_keys=True).splitlines()
+def _pretty(value: Any, indent: str = "") -> list[str]:
+    """JSON-like lines for diffs: one field per line, scalar lists inline, long text as lines."""
+    inner = indent + "  "
+    if isinstance(value, Mapping) and value:
+        lines = [f"{indent}{{"]
+        for key, item in value.items():
+            body = _pretty(item, inner)
+            lines.append(f"{inner}{json.dumps(key)}: {body[0].lstrip()}")
+            lines += body[1:]
+        return [*lines, f"{indent}}}"]
+    if isinstance(value, str) and "\n" in value:
+        value = value.split("\n")
+    if isinstance(value, list) and value and not all(_is_scalar(v) for v in value):
+        return [f"{indent}[", *[line for v in value for line in _pretty(v, inner)], f"{indent}]"]
+    if isinstance(value, list) and any(isinstance(v, str) for v in value):
+        return [
+            f"{indent}[",
+            *[f"{inner}{json.dumps(v, ensure_ascii=False)}" for v in value],
+            f"{indent}]",
+        ]
+    return [indent + json.dumps(value, ensure_ascii=False)]
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float | str)
 
 
 def _summary(record: GoldenRecord) -> list[str]:

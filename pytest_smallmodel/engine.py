@@ -16,10 +16,10 @@ import json
 import math
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jsonschema
 import numpy as np
@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from pytest_smallmodel.errors import EngineError
 from pytest_smallmodel.fingerprint import model_fingerprint
+from pytest_smallmodel.result_cache import ResultCache, cache_key
 from pytest_smallmodel.results import (
     Embedding,
     ExtractedDict,
@@ -45,6 +46,7 @@ from pytest_smallmodel.results import (
 from pytest_smallmodel.settings import KV_CACHE_TYPES, EngineSettings
 
 Messages = Sequence[Mapping[str, Any]]
+_T = TypeVar("_T")
 PromptOrMessages = str | Messages
 
 _GGUF_MAGIC = b"GGUF"
@@ -124,7 +126,7 @@ class ModelStats:
 
 
 class LoadedModel:
-    """One ``Llama`` object for one (file, load settings); not thread-safe, so calls are serialised."""
+    """One ``Llama`` for one (file, load settings); not thread-safe, so calls are serialised."""
 
     def __init__(
         self, *, name: str, path: Path, sha256: str, settings: EngineSettings, embedding: bool
@@ -142,7 +144,7 @@ class LoadedModel:
         started = time.perf_counter()
         threads = settings.threads()
         try:
-            self._llama = llama_cpp.Llama(
+            self._llama: Any = llama_cpp.Llama(
                 model_path=str(path),
                 n_ctx=settings.n_ctx,
                 n_batch=settings.n_batch,
@@ -290,7 +292,12 @@ class LoadedModel:
         return steps, finish, timings
 
     def score(
-        self, prompt_tokens: Sequence[int], tokens: Sequence[int], *, top_k: int, grammar: str | None
+        self,
+        prompt_tokens: Sequence[int],
+        tokens: Sequence[int],
+        *,
+        top_k: int,
+        grammar: str | None,
     ) -> list[ScoredStep]:
         """Teacher forcing on the generation path: how this runtime rates each given token."""
         with self._lock:
@@ -321,7 +328,9 @@ class LoadedModel:
                 if mask:
                     mask.close()
 
-    def continuation_logprob(self, prompt_tokens: Sequence[int], continuation: Sequence[int]) -> float:
+    def continuation_logprob(
+        self, prompt_tokens: Sequence[int], continuation: Sequence[int]
+    ) -> float:
         """Sum of the logprobs of ``continuation`` after the prompt, on the incremental path."""
         with self._lock:
             logits = self._start(prompt_tokens)
@@ -370,7 +379,7 @@ def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
 
 @dataclass
 class ModelPool:
-    """Loaded models for this process, one per (sha256, load settings, embedding); closed at the end."""
+    """This process's loaded models, one per (sha256, load settings, embedding)."""
 
     _models: dict[tuple[Any, ...], LoadedModel] = field(default_factory=dict)
 
@@ -398,9 +407,14 @@ class ModelPool:
 class ModelHandle:
     """What a test gets from the ``model`` fixture."""
 
-    def __init__(self, model: LoadedModel, settings: EngineSettings) -> None:
+    def __init__(
+        self, model: LoadedModel, settings: EngineSettings, cache: ResultCache | None = None
+    ) -> None:
         self._model = model
         self.settings = settings
+        self._cache = cache
+        if cache is not None:
+            cache.check_backend(model.fingerprint)
         self.name = model.name
         self.sha256 = model.sha256
 
@@ -431,9 +445,14 @@ class ModelHandle:
         if not messages:
             raise EngineError("chat() needs at least one message")
         for index, message in enumerate(messages):
-            if not isinstance(message, Mapping) or "role" not in message or "content" not in message:
+            if (
+                not isinstance(message, Mapping)
+                or "role" not in message
+                or "content" not in message
+            ):
                 raise EngineError(
-                    f"chat message {index} must be a mapping with 'role' and 'content', got {message!r}"
+                    f"chat message {index} must be a mapping with 'role' and 'content', "
+                    f"got {message!r}"
                 )
         llama = self._model._llama
         formatter = Jinja2ChatFormatter(
@@ -442,9 +461,12 @@ class ModelHandle:
             bos_token=self._model.piece(llama.token_bos()),
             add_generation_prompt=True,
         )
-        return str(formatter(messages=[dict(m) for m in messages]).prompt)
+        rendered = formatter(messages=[dict(m) for m in messages])  # type: ignore[misc]
+        return str(rendered.prompt)
 
-    def _prompt(self, prompt_or_messages: PromptOrMessages) -> tuple[str, list[int], Messages | None]:
+    def _prompt(
+        self, prompt_or_messages: PromptOrMessages
+    ) -> tuple[str, list[int], Messages | None]:
         if isinstance(prompt_or_messages, str):
             return prompt_or_messages, self.tokenize(prompt_or_messages), None
         rendered = self.render_chat(prompt_or_messages)
@@ -496,6 +518,25 @@ class ModelHandle:
             messages=tuple(dict(m) for m in messages) if messages is not None else None,
             schema=schema,
         )
+        key = self._cache_key(request)
+
+        def from_cache(payload: dict[str, Any]) -> Generation:
+            steps = _steps_from_json(payload["steps"])
+            if payload["finish_reason"] not in ("stop", "length"):
+                raise ValueError(payload["finish_reason"])
+            return Generation(
+                str(payload["text"]),
+                tokens=[step.token for step in steps],
+                steps=steps,
+                finish_reason=payload["finish_reason"],
+                timings=Timings(0.0, 0.0, len(steps)),
+                provenance=self._provenance(request),
+                cached=True,
+            )
+
+        cached = self._cached(key, from_cache)
+        if cached is not None:
+            return cached
         grammar = _schema_grammar(schema) if schema is not None else None
         steps, finish, timings = self._model.decode(
             tokens,
@@ -507,6 +548,9 @@ class ModelHandle:
         ids = [s.token for s in steps]
         text_ids = ids[:-1] if finish == "stop" and ids and self._model.is_end(ids[-1]) else ids
         text, _ = _cut_at_stop(self._model.detokenize(text_ids), stops)
+        self._store(
+            key, {"text": text, "finish_reason": finish, "steps": [_step_to_json(s) for s in steps]}
+        )
         return Generation(
             text,
             tokens=ids,
@@ -515,6 +559,36 @@ class ModelHandle:
             timings=timings,
             provenance=self._provenance(request),
         )
+
+    # -- result cache ---------------------------------------------------------------------------
+
+    def _cache_key(self, request: Request) -> str | None:
+        if self._cache is None:
+            return None
+        return cache_key(
+            request=request.as_record(),
+            fingerprint=self._model.fingerprint,
+            top_logprobs=self.settings.top_logprobs,
+        )
+
+    def _cached(self, key: str | None, parse: Callable[[dict[str, Any]], _T]) -> _T | None:
+        """The cached result for ``key``; an entry that does not parse is ignored (recomputed)."""
+        if key is None or self._cache is None:
+            return None
+        payload = self._cache.get(key)
+        if payload is None:
+            return None
+        try:
+            result = parse(payload)
+        except (KeyError, TypeError, ValueError):
+            return None
+        self._model.stats.calls += 1
+        self._model.stats.cached_calls += 1
+        return result
+
+    def _store(self, key: str | None, payload: Mapping[str, Any]) -> None:
+        if key is not None and self._cache is not None:
+            self._cache.put(key, payload)
 
     def generate(
         self, prompt: str, *, max_tokens: int, stop: str | Sequence[str] | None = None
@@ -534,8 +608,9 @@ class ModelHandle:
         self, prompt_or_messages: PromptOrMessages, schema: Mapping[str, Any], *, max_tokens: int
     ) -> Extraction:
         _check_schema(schema)
-        generation = self._run("extract", prompt_or_messages, max_tokens=max_tokens, stop=None,
-                               schema=schema)
+        generation = self._run(
+            "extract", prompt_or_messages, max_tokens=max_tokens, stop=None, schema=schema
+        )
         try:
             value = json.loads(generation.text)
         except json.JSONDecodeError as error:
@@ -548,7 +623,8 @@ class ModelHandle:
         errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
         if errors:
             details = "\n".join(
-                f"  at {'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors
+                f"  at {'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
+                for e in errors
             )
             raise ExtractionError(
                 f"model {self.name!r} produced JSON that does not match the schema:\n"
@@ -581,6 +657,17 @@ class ModelHandle:
             messages=tuple(dict(m) for m in messages) if messages is not None else None,
             labels=labels,
         )
+        key = self._cache_key(request)
+
+        def from_cache(payload: dict[str, Any]) -> Label:
+            logprobs = {str(k): float(v) for k, v in payload["logprobs"].items()}
+            if payload["label"] not in labels or set(logprobs) != set(labels):
+                raise ValueError("labels differ")
+            return Label(payload["label"], logprobs=logprobs, provenance=self._provenance(request))
+
+        cached = self._cached(key, from_cache)
+        if cached is not None:
+            return cached
         started = time.perf_counter()
         logprobs = {
             label: self._model.continuation_logprob(
@@ -592,6 +679,7 @@ class ModelHandle:
         self._model.stats.decode_seconds += time.perf_counter() - started
         # max() keeps the first of equal scores: the order the test gave wins a tie.
         chosen = max(labels, key=lambda label: logprobs[label])
+        self._store(key, {"label": chosen, "logprobs": logprobs})
         return Label(chosen, logprobs=logprobs, provenance=self._provenance(request))
 
     def embed(self, text: str) -> Embedding:
@@ -601,15 +689,39 @@ class ModelHandle:
             prompt_tokens=tuple(self.tokenize(text)),
             settings=self.settings.numeric(),
         )
-        vector = Embedding(self._model.embed(text))
+        key = self._cache_key(request)
+        cached = self._cached(key, lambda payload: [float(x) for x in payload["vector"]])
+        if cached is not None:
+            vector = Embedding(cached)
+        else:
+            vector = Embedding(self._model.embed(text))
+            self._model.stats.calls += 1
+            self._store(key, {"vector": list(vector)})
         vector.provenance = self._provenance(request)
-        self._model.stats.calls += 1
         return vector
+
+
+def _step_to_json(step: Step) -> list[Any]:
+    return [step.token, step.text, step.logprob, [[t.token, t.text, t.logprob] for t in step.top]]
+
+
+def _steps_from_json(raw: Sequence[Sequence[Any]]) -> list[Step]:
+    return [
+        Step(
+            int(token),
+            str(text),
+            float(logprob),
+            tuple(TokenLogprob(int(t), str(p), float(lp)) for t, p, lp in top),
+        )
+        for token, text, logprob, top in raw
+    ]
 
 
 def _check_schema(schema: Mapping[str, Any]) -> None:
     if not isinstance(schema, Mapping):
-        raise EngineError(f"the schema must be a JSON Schema object (dict), got {type(schema).__name__}")
+        raise EngineError(
+            f"the schema must be a JSON Schema object (dict), got {type(schema).__name__}"
+        )
     try:
         jsonschema.Draft202012Validator.check_schema(dict(schema))
     except jsonschema.SchemaError as error:

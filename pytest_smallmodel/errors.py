@@ -32,7 +32,7 @@ class SourceError(SmallModelError):
 
 
 class VerificationError(SmallModelError):
-    """A local model file is missing or does not match its pinned sha256 (a failed check: exit 1)."""
+    """A local model file is missing or does not match its pinned sha256 (a failed check)."""
 
     exit_code = 1
 

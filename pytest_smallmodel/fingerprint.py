@@ -1,4 +1,4 @@
-"""The environment fingerprint: a JSON record of everything besides the request that can change tokens.
+"""The environment fingerprint: a JSON record of what, besides the request, can change tokens.
 
 Measured (shared/notes/determinism.md): the llama.cpp build (its compiled SIMD features), the
 runtime version, the hardware and backend, and the numeric settings all move logits; thread count

@@ -15,10 +15,11 @@ from typing import Any
 
 from pytest_smallmodel.engine import ModelHandle, ModelPool
 from pytest_smallmodel.errors import ConfigError, LockError, VerificationError
+from pytest_smallmodel.hashing import Verification
 from pytest_smallmodel.lockfile import Lock, LockedModel, read_lock
 from pytest_smallmodel.project import Project
+from pytest_smallmodel.result_cache import ResultCache
 from pytest_smallmodel.settings import EngineSettings, merge_settings
-from pytest_smallmodel.hashing import Verification
 from pytest_smallmodel.sources import verify_model
 
 _REFERENCE_RE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._-]*)(?:@(?P<prefix>[0-9a-f]+))?$")
@@ -34,7 +35,8 @@ class ModelReference:
     def parse(cls, text: object) -> ModelReference:
         if not isinstance(text, str):
             raise ConfigError(
-                f"a model reference must be a string like 'smollm2' or 'smollm2@b179c95', got {text!r}"
+                "a model reference must be a string like 'smollm2' or 'smollm2@b179c95', "
+                f"got {text!r}"
             )
         match = _REFERENCE_RE.match(text)
         if not match:
@@ -69,8 +71,9 @@ class ModelUnavailable(VerificationError):
 class ModelRegistry:
     """Per-process model state: the lock, verification results and the pool of loaded models."""
 
-    def __init__(self, project: Project) -> None:
+    def __init__(self, project: Project, *, result_cache: ResultCache | None = None) -> None:
         self.project = project
+        self.result_cache = result_cache
         self.pool = ModelPool()
         self._lock: Lock | None = None
         self._verified: dict[str, Path | ModelUnavailable] = {}
@@ -127,15 +130,18 @@ class ModelRegistry:
             raise outcome
         return outcome
 
-    def settings_for(
-        self, name: str, overrides: Mapping[str, Any], where: str
-    ) -> EngineSettings:
+    def settings_for(self, name: str, overrides: Mapping[str, Any], where: str) -> EngineSettings:
         spec = self.project.models.get(name)
         layers: list[tuple[str, Mapping[str, Any]]] = [
             (f"{self.project.pyproject} [tool.smallmodel.settings]", self.project.settings)
         ]
         if spec is not None:
-            layers.append((f"{self.project.pyproject} [tool.smallmodel.models.{name}] settings", spec.settings))
+            layers.append(
+                (
+                    f"{self.project.pyproject} [tool.smallmodel.models.{name}] settings",
+                    spec.settings,
+                )
+            )
         layers.append((where, overrides))
         return merge_settings(*layers)
 
@@ -154,7 +160,18 @@ class ModelRegistry:
             embedding=bool(spec and spec.embedding),
         )
         self.used[locked.name] = locked
-        return ModelHandle(loaded, settings)
+        return ModelHandle(loaded, settings, self.result_cache)
+
+    def default_result_cache_dir(self) -> Path:
+        configured = self.project.options.get("result_cache_dir")
+        if configured is None:
+            return self.project.cache_dir / "results"
+        if not isinstance(configured, str) or not configured:
+            raise ConfigError(
+                f"{self.project.pyproject} [tool.smallmodel] result_cache_dir = {configured!r}: "
+                "expected a directory path (relative to the project root)"
+            )
+        return self.project.root / configured
 
     def close(self) -> None:
         self.pool.close()

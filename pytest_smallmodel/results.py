@@ -25,7 +25,7 @@ class TokenLogprob:
 
 @dataclass(frozen=True)
 class Step:
-    """One decoding step: the chosen token and the model's top-k alternatives (full-vocab logprobs)."""
+    """One decoding step: the chosen token and the top-k alternatives (full-vocab logprobs)."""
 
     token: int
     text: str
@@ -34,7 +34,7 @@ class Step:
 
     @property
     def margin(self) -> float:
-        """Logprob gap between the best and the second-best token (how close this step was to a tie)."""
+        """Logprob gap between the best and second-best token (how close this step was to a tie)."""
         if len(self.top) < 2:
             return float("inf")
         return self.top[0].logprob - self.top[1].logprob
@@ -89,7 +89,7 @@ class Timings:
 
 @dataclass(frozen=True)
 class ScoredStep:
-    """A teacher-forced step: how the current runtime rates the golden token against its own best."""
+    """A teacher-forced step: how this runtime rates the golden token against its own best."""
 
     index: int
     golden: TokenLogprob
@@ -98,7 +98,7 @@ class ScoredStep:
 
     @property
     def gap(self) -> float:
-        """How far (in nats) the golden token is below the best token at this step; 0 when it is the best."""
+        """Nats by which the golden token trails the best token here; 0 when it is the best."""
         return self.best.logprob - self.golden.logprob
 
 

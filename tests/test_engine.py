@@ -87,7 +87,9 @@ def test_extract_follows_the_schema(smollm2: ModelHandle) -> None:
         "properties": {"city": {"type": "string"}, "year": {"type": "integer"}},
         "required": ["city", "year"],
     }
-    result = smollm2.extract("The Olympics were held in Paris in 2024. As JSON:", schema, max_tokens=48)
+    result = smollm2.extract(
+        "The Olympics were held in Paris in 2024. As JSON:", schema, max_tokens=48
+    )
     assert isinstance(result, ExtractedDict)
     assert set(result) >= {"city", "year"}
     assert isinstance(result["year"], int)
@@ -95,14 +97,20 @@ def test_extract_follows_the_schema(smollm2: ModelHandle) -> None:
 
 
 def test_extract_too_short_raises_with_the_output(smollm2: ModelHandle) -> None:
-    schema = {"type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"]}
+    schema = {
+        "type": "object",
+        "properties": {"summary": {"type": "string"}},
+        "required": ["summary"],
+    }
     with pytest.raises(ExtractionError, match="not JSON") as error:
         smollm2.extract("Summarise the plot of Hamlet.", schema, max_tokens=3)
     assert "length" in str(error.value)
 
 
 def test_classify_scores_every_label(smollm2: ModelHandle) -> None:
-    label = smollm2.classify("Q: Is the sky blue on a clear day? Answer yes or no.\nA:", [" yes", " no"])
+    label = smollm2.classify(
+        "Q: Is the sky blue on a clear day? Answer yes or no.\nA:", [" yes", " no"]
+    )
     assert isinstance(label, Label)
     assert label in (" yes", " no")
     assert set(label.logprobs) == {" yes", " no"}
@@ -133,7 +141,9 @@ def test_prompt_longer_than_context_is_a_clear_error(pool: ModelPool) -> None:
     path = smollm2_path()
     assert path is not None
     settings = merge_settings(("test", {"n_ctx": 32}))
-    loaded = pool.get(name="smollm2", path=path, sha256=SMOLLM2_SHA256, settings=settings, embedding=False)
+    loaded = pool.get(
+        name="smollm2", path=path, sha256=SMOLLM2_SHA256, settings=settings, embedding=False
+    )
     with pytest.raises(EngineError, match="n_ctx=32"):
         ModelHandle(loaded, settings).generate("word " * 100, max_tokens=4)
 
@@ -155,12 +165,16 @@ def test_not_gguf_and_truncated_files_fail_clearly(tmp_path: Path) -> None:
     text = tmp_path / "notes.gguf"
     text.write_text("hello")
     with pytest.raises(EngineError, match="is not a GGUF file"):
-        LoadedModel(name="x", path=text, sha256="0" * 64, settings=EngineSettings(), embedding=False)
+        LoadedModel(
+            name="x", path=text, sha256="0" * 64, settings=EngineSettings(), embedding=False
+        )
     tiny = write_tiny_gguf(tmp_path / "tiny.gguf")
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(tiny.read_bytes()[: tiny.stat().st_size // 2])
     with pytest.raises(EngineError, match="truncated or corrupt"):
-        LoadedModel(name="x", path=truncated, sha256="0" * 64, settings=EngineSettings(), embedding=False)
+        LoadedModel(
+            name="x", path=truncated, sha256="0" * 64, settings=EngineSettings(), embedding=False
+        )
 
 
 def test_tokens_identical_in_a_fresh_process(smollm2: ModelHandle) -> None:
@@ -172,7 +186,8 @@ def test_tokens_identical_in_a_fresh_process(smollm2: ModelHandle) -> None:
         "from real_model import SMOLLM2_SHA256, smollm2_path\n"
         "m = ModelPool().get(name='smollm2', path=smollm2_path(), sha256=SMOLLM2_SHA256,"
         " settings=EngineSettings(), embedding=False)\n"
-        f"print(list(ModelHandle(m, EngineSettings()).generate({prompt!r}, max_tokens=16).tokens))\n"
+        "h = ModelHandle(m, EngineSettings())\n"
+        f"print(list(h.generate({prompt!r}, max_tokens=16).tokens))\n"
     )
     root = Path(__file__).resolve().parent
     output = subprocess.run(

@@ -1,0 +1,80 @@
+"""Opt-in cache of engine results (``--smallmodel-cache``).
+
+Greedy output is a deterministic function of the model bytes, the request (prompt token ids,
+kind, max_tokens, stop, schema, labels, numeric settings) and the runtime fingerprint (llama.cpp
+build and library hashes, compiled features, CPU, backend). The key hashes all of them, so any
+change to any part decodes for real. Thread count is left out: it was measured not to change
+tokens. GPU backends are refused unless forced, because some are not run-to-run deterministic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pytest_smallmodel.atomic import atomic_write_text
+from pytest_smallmodel.errors import ConfigError
+from pytest_smallmodel.fingerprint import INFORMATIONAL_FIELDS
+
+CACHE_FORMAT_VERSION = 1
+
+
+def cache_key(
+    *, request: Mapping[str, Any], fingerprint: Mapping[str, Any], top_logprobs: int
+) -> str:
+    """sha256 over the canonical JSON of everything that determines the result."""
+    material = {
+        "format": CACHE_FORMAT_VERSION,
+        "request": request,
+        "fingerprint": {k: v for k, v in fingerprint.items() if k not in INFORMATIONAL_FIELDS},
+        "top_logprobs": top_logprobs,
+    }
+    canonical = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class ResultCache:
+    """One JSON file per key under ``root``; written atomically, so xdist workers can share it."""
+
+    def __init__(self, root: Path, *, allow_gpu: bool = False) -> None:
+        self.root = root
+        self.allow_gpu = allow_gpu
+
+    def check_backend(self, fingerprint: Mapping[str, Any]) -> None:
+        backend = fingerprint.get("backend", "CPU")
+        if backend != "CPU" and not self.allow_gpu:
+            raise ConfigError(
+                f"--smallmodel-cache is refused for the {backend} backend: GPU kernels are not "
+                "always run-to-run deterministic, so a cached result could hide drift. Run "
+                "without the cache, or pass --smallmodel-cache-gpu to accept that risk"
+            )
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The stored payload, or None when absent or unreadable (a corrupt entry is recomputed)."""
+        path = self._path(key)
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        if not isinstance(payload, dict) or payload.get("key") != key:
+            return None
+        value = payload.get("value")
+        return value if isinstance(value, dict) else None
+
+    def put(self, key: str, value: Mapping[str, Any]) -> None:
+        text = json.dumps({"key": key, "value": value}, ensure_ascii=False, sort_keys=True)
+        atomic_write_text(self._path(key), text)
+
+    def __len__(self) -> int:
+        if not self.root.exists():
+            return 0
+        return sum(len(files) for _, _, files in os.walk(self.root))
