@@ -1,0 +1,46 @@
+"""Result cache: an unchanged rerun of the 40-test suite with ``--smallmodel-cache`` versus a cold
+run (empty cache) of the same suite.
+
+Run: python benchmarks/bench_cache.py [--repeat N]. Whole-process wall time, medians. Target:
+warm / cold <= 0.15.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+
+from suite import compare, env, machine, make_project, pytest_command, report, timed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        root = make_project(Path(scratch))
+        environment = env(root)
+        results = root / ".cache" / "results"
+        print(f"machine: {machine()}")
+        timed(pytest_command(), root, environment)  # warm the stat cache and the page cache
+
+        def cold() -> float:
+            shutil.rmtree(results, ignore_errors=True)
+            return timed(pytest_command("--smallmodel-cache"), root, environment)
+
+        def warm() -> float:
+            if not results.exists():
+                timed(pytest_command("--smallmodel-cache"), root, environment)
+            return timed(pytest_command("--smallmodel-cache"), root, environment)
+
+        samples = compare({"cold (empty cache)": cold, "warm (unchanged rerun)": warm}, args.repeat)
+        ratios = report(samples, "cold (empty cache)")
+        ratio = ratios["warm (unchanged rerun)"]
+        print(f"cache ratio (warm / cold): {ratio:.3f} (target <= 0.15)")
+        return 0 if ratio <= 0.15 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

