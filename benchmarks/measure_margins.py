@@ -37,7 +37,7 @@ PROMPTS = [
     "Classify this support ticket as billing, bug or other: 'I was charged twice this month.'",
     "Extract the name and age as JSON from: 'Maria is 34 years old and lives in Lisbon.'",
     "Translate to French: 'The cat is sleeping on the warm windowsill.'",
-    "Convert this JSON to YAML: {\"name\": \"demo\", \"tags\": [\"a\", \"b\"], \"count\": 3}",
+    'Convert this JSON to YAML: {"name": "demo", "tags": ["a", "b"], "count": 3}',
     "Which team should handle this request, sales or engineering? 'Your API returns 500 errors.'",
     "Once upon a time, in a small village by the sea,",
     "List the planets of the solar system in order from the sun.",
@@ -82,20 +82,27 @@ def chat(handle: ModelHandle, text: str) -> list[dict[str, str]]:
 def measure_tokens(path: Path, max_tokens: int) -> None:
     pool = ModelPool()
     base = ModelHandle(
-        pool.get(name="smollm2", path=path, sha256=SHA256, settings=EngineSettings(), embedding=False),
+        pool.get(
+            name="smollm2", path=path, sha256=SHA256, settings=EngineSettings(), embedding=False
+        ),
         EngineSettings(),
     )
     started = time.perf_counter()
     generations = [base.chat(chat(base, prompt), max_tokens=max_tokens) for prompt in PROMPTS]
     margins = [step.margin for g in generations for step in g.steps if math.isfinite(step.margin)]
-    print(f"greedy decoding: {len(PROMPTS)} prompts, {len(margins)} steps, "
-          f"{time.perf_counter() - started:.1f}s")
+    print(
+        f"greedy decoding: {len(PROMPTS)} prompts, {len(margins)} steps, "
+        f"{time.perf_counter() - started:.1f}s"
+    )
     print(f"top-1/top-2 margin (nats): {percentiles(margins, (0.5, 1, 5, 10, 25, 50))}")
     print(f"smallest margins: {', '.join(f'{m:.4f}' for m in sorted(margins)[:8])}")
     for threshold in (0.1, 0.25, 0.5, 1.0):
         share = sum(m < threshold for m in margins) / len(margins)
         per_output = sum(any(s.margin < threshold for s in g.steps) for g in generations)
-        print(f"  margin < {threshold:<4}: {share:6.1%} of steps; in {per_output}/{len(generations)} outputs")
+        print(
+            f"  margin < {threshold:<4}: {share:6.1%} of steps; "
+            f"in {per_output}/{len(generations)} outputs"
+        )
 
     for label, overrides in PERTURBATIONS.items():
         settings = EngineSettings(**overrides)  # type: ignore[arg-type]
@@ -115,12 +122,16 @@ def measure_tokens(path: Path, max_tokens: int) -> None:
             top = max(step_gaps)
             if top > worst[0]:
                 index = step_gaps.index(top)
-                worst = (top, f"{prompt[:30]!r} step {index}, golden margin "
-                               f"{golden.steps[index].margin:.4f}")
+                worst = (
+                    top,
+                    f"{prompt[:30]!r} step {index}, golden margin {golden.steps[index].margin:.4f}",
+                )
         nonzero = [g for g in gaps if g > 0]
-        print(f"{label}: teacher-forced {len(gaps)} steps in {time.perf_counter() - started:.1f}s; "
-              f"{len(nonzero)} steps where the golden token is not the best, in {diverged}/16 "
-              f"outputs; max gap {max(gaps):.4f} ({worst[1]}); {percentiles(gaps, (99, 99.9))}")
+        print(
+            f"{label}: teacher-forced {len(gaps)} steps in {time.perf_counter() - started:.1f}s; "
+            f"{len(nonzero)} steps where the golden token is not the best, in {diverged}/16 "
+            f"outputs; max gap {max(gaps):.4f} ({worst[1]}); {percentiles(gaps, (99, 99.9))}"
+        )
         model.close()
 
     for index, edited in EDITED.items():
@@ -128,8 +139,10 @@ def measure_tokens(path: Path, max_tokens: int) -> None:
         tokens = base.chat(chat(base, edited), max_tokens=1).prompt_tokens
         scored = base._model.score(tokens, golden.tokens, top_k=5, grammar=None)
         gaps = [s.gap for s in scored]
-        print(f"edited prompt {edited[:40]!r}: teacher-forcing the original output, max gap "
-              f"{max(gaps):.2f} nats, {sum(g > 1.0 for g in gaps)} of {len(gaps)} steps above 1.0")
+        print(
+            f"edited prompt {edited[:40]!r}: teacher-forcing the original output, max gap "
+            f"{max(gaps):.2f} nats, {sum(g > 1.0 for g in gaps)} of {len(gaps)} steps above 1.0"
+        )
     pool.close()
 
 
@@ -151,7 +164,7 @@ def mean_pooled(path: Path, overrides: dict[str, object]) -> list[np.ndarray]:
     )
     vectors = []
     for text in EMBED_TEXTS:
-        llama.reset()
+        llama.reset()  # type: ignore[no-untyped-call]
         vectors.append(np.asarray(llama.embed(text, normalize=False), dtype=np.float64))
     llama.close()
     return vectors
@@ -168,12 +181,16 @@ def measure_embeddings(path: Path) -> None:
         other = mean_pooled(path, overrides)
         sims = [cosine(a, b) for a, b in zip(base, other, strict=True)]
         diffs = [float(np.max(np.abs(a - b))) for a, b in zip(base, other, strict=True)]
-        print(f"embedding, {label}: min cosine {min(sims):.8f} (1 - cos = {1 - min(sims):.2e}), "
-              f"max |diff| {max(diffs):.3g}")
+        print(
+            f"embedding, {label}: min cosine {min(sims):.8f} (1 - cos = {1 - min(sims):.2e}), "
+            f"max |diff| {max(diffs):.3g}"
+        )
     pairs = [(i, j) for i in range(len(base)) for j in range(i + 1, len(base))]
     for i, j in pairs:
-        print(f"embedding, different texts {EMBED_TEXTS[i][:24]!r} vs {EMBED_TEXTS[j][:24]!r}: "
-              f"cosine {cosine(base[i], base[j]):.4f}")
+        print(
+            f"embedding, different texts {EMBED_TEXTS[i][:24]!r} vs {EMBED_TEXTS[j][:24]!r}: "
+            f"cosine {cosine(base[i], base[j]):.4f}"
+        )
 
 
 def main() -> None:

@@ -38,12 +38,14 @@ from pytest_smallmodel.results import (
     TokenLogprob,
 )
 
-# Twice the largest teacher-forced gap measured across two builds of the same runtime (0.239
-# nats over 1,654 steps, shared/notes/determinism.md) and above every gap measured under other
-# numeric perturbations (benchmarks/measure_margins.py, docs/drift.md); a golden token within it
-# keeps at least exp(-0.5) = 61 % of the best token's probability.
-DEFAULT_TOLERANCE = 0.5
-# Numeric noise leaves cosine similarity within ~1e-4 of 1; distinct texts score far lower.
+# Teacher-forced gaps measured on SmolLM2 Q4_1 (docs/drift.md): max 0.239 nats across two builds
+# (1,654 steps), 0.356 with flash attention toggled and 0.494 with an f32 KV cache (753 steps
+# each). 1.0 is twice the largest, so long suites do not trip on the tail; a golden token within
+# it keeps at least exp(-1) = 37 % of the best token's probability, while a changed prompt puts
+# golden tokens several nats below the best.
+DEFAULT_TOLERANCE = 1.0
+# Measured 1 - cosine: 1.4e-4 (f32 KV cache) and 2.1e-4 (flash attention); different texts scored
+# at most 0.88. 0.999 leaves 5x headroom over the noise and is far above any change of meaning.
 DEFAULT_EMBEDDING_MIN_COSINE = 0.999
 # Logprobs are stored rounded: enough for reports, and it keeps goldens short and stable.
 LOGPROB_DECIMALS = 4
@@ -333,7 +335,7 @@ class _Comparison:
             return "exact (same model, request and fingerprint: identical output required)"
         if self.policy.strict:
             return "strict (--smallmodel-strict: identical output required)"
-        return f"tolerance {self.policy.tolerance:g} nats (the fingerprint changed)"
+        return f"tolerance {_nats(self.policy.tolerance)} nats (the fingerprint changed)"
 
     def _header(self, headline: str) -> list[str]:
         lines = [headline, f"golden: {self.golden_path}"]
@@ -402,7 +404,7 @@ class _Comparison:
 
     def _fingerprint_changes(self) -> tuple[FieldChange, ...]:
         changes = [
-            FieldChange(path, _show(old), _show(new))
+            _field_change(path, old, new)
             for path, old, new in differences(
                 self.golden.fingerprint or {}, self.current.fingerprint or {}
             )
@@ -466,9 +468,9 @@ class _Comparison:
             return self._verdict(
                 Outcome.TOLERATED,
                 True,
-                f"passed within tolerance: diverged at step {divergence}; every golden token stays "
-                f"within {self.policy.tolerance:g} nats of the best (max gap {worst.gap:.4f} at "
-                f"step {worst.index})",
+                f"passed within tolerance: diverged at step {divergence}; every golden token "
+                f"stays within {_nats(self.policy.tolerance)} nats of the best "
+                f"(max gap {worst.gap:.4f} at step {worst.index})",
                 body,
             )
         return self._fail(
@@ -476,7 +478,7 @@ class _Comparison:
             f"drift beyond tolerance: at step {worst.index} the golden token "
             f"{_token(worst.golden)} is {worst.gap:.4f} nats below the best token "
             f"{_token(worst.best)} "
-            f"(tolerance {self.policy.tolerance:g})",
+            f"(tolerance {_nats(self.policy.tolerance)})",
             body,
         )
 
@@ -512,7 +514,7 @@ class _Comparison:
         lines = [
             f"teacher-forcing the golden tokens from step {forced[0].index} on this run "
             f"({len(forced)} steps): max gap {worst.gap:.4f} nats at step {worst.index}; "
-            f"{len(above)} step(s) above tolerance {tolerance:g}"
+            f"{len(above)} step(s) above tolerance {_nats(tolerance)}"
         ]
         for step in sorted(above, key=lambda s: -s.gap)[:_WORST_STEPS_SHOWN]:
             lines.append(
@@ -564,13 +566,13 @@ class _Comparison:
                 Outcome.TOLERATED,
                 True,
                 f"passed within tolerance: this run chose {current.label!r} over the golden "
-                f"{golden.label!r} by {gap:.4f} nats (tolerance {self.policy.tolerance:g})",
+                f"{golden.label!r} by {gap:.4f} nats (tolerance {_nats(self.policy.tolerance)})",
                 body,
             )
         return self._fail(
             Outcome.DRIFT,
             f"drift beyond tolerance: label changed from {golden.label!r} to {current.label!r} "
-            f"by {gap:.4f} nats (tolerance {self.policy.tolerance:g})",
+            f"by {gap:.4f} nats (tolerance {_nats(self.policy.tolerance)})",
             body,
         )
 
@@ -657,6 +659,29 @@ def cosine_similarity(a: Sequence[float], b: Sequence[float]) -> float:
     dot = math.fsum(x * y for x, y in zip(a, b, strict=True))
     norm = math.sqrt(math.fsum(x * x for x in a)) * math.sqrt(math.fsum(y * y for y in b))
     return dot / norm if norm > 0 else (1.0 if list(a) == list(b) else 0.0)
+
+
+def _field_change(path: str, old: Any, new: Any) -> FieldChange:
+    if isinstance(old, str) and isinstance(new, str) and max(len(old), len(new)) > 60:
+        # Long feature lists (system_info): name the items that differ instead of two blobs.
+        separator = " | " if "|" in old + new else " "
+        old_items, new_items = _items(old, separator), _items(new, separator)
+        removed = [item for item in old_items if item not in new_items]
+        added = [item for item in new_items if item not in old_items]
+        return FieldChange(
+            path,
+            "only in golden: " + (separator.join(removed) or "(none)"),
+            "only in this run: " + (separator.join(added) or "(none)"),
+        )
+    return FieldChange(path, _show(old), _show(new))
+
+
+def _items(text: str, separator: str) -> list[str]:
+    return [item.strip() for item in text.split(separator.strip() or None) if item.strip()]
+
+
+def _nats(value: float) -> str:
+    return f"{value:.2f}"
 
 
 def _lp(value: float | None) -> str:

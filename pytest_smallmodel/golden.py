@@ -463,12 +463,19 @@ class GoldenExtension(SingleFileSnapshotExtension):
 def golden_extension_class(
     *, golden_dir: Path, rootdir: Path, policy: DriftPolicy, log: DriftLog
 ) -> type[GoldenExtension]:
-    """A GoldenExtension subclass configured for this session: make it once, reuse it per test.
+    """A GoldenExtension subclass configured for this session (same arguments, same class).
 
     The class is published in this module under a name derived from the directories, so the
     pytest-xdist controller (which calls this with the same arguments) can import it by name:
     syrupy's controller uses the extension to tell which goldens belong to which tests.
     """
+    golden_dir, rootdir = Path(golden_dir).resolve(), Path(rootdir).resolve()
+    # One class per configuration: syrupy discovers goldens once per extension class and
+    # directory, so a fresh class per test would rescan golden/ for every test.
+    cache_key = (golden_dir, rootdir, policy, id(log))
+    cached = _CLASSES.get(cache_key)
+    if cached is not None and cached.log is log:
+        return cached
     key = hashlib.sha256(
         f"{Path(golden_dir).resolve()}\0{Path(rootdir).resolve()}".encode()
     ).hexdigest()
@@ -477,8 +484,8 @@ def golden_extension_class(
         name,
         (GoldenExtension,),
         {
-            "golden_dir": Path(golden_dir).resolve(),
-            "rootdir": Path(rootdir).resolve(),
+            "golden_dir": golden_dir,
+            "rootdir": rootdir,
             "policy": policy,
             "log": log,
             "__module__": __name__,
@@ -486,7 +493,11 @@ def golden_extension_class(
         },
     )
     globals()[name] = cls
+    _CLASSES[cache_key] = cls
     return cls
+
+
+_CLASSES: dict[tuple[Path, Path, DriftPolicy, int], type[GoldenExtension]] = {}
 
 
 class GoldenMismatch(AssertionError):
@@ -522,6 +533,10 @@ class GoldenAssertion(SnapshotAssertion):
         raise GoldenMismatch("\n".join(self.get_assert_diff()))
 
     __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        # pytest prints fixture values above a failure; syrupy's repr would dump the whole golden.
+        return f"<golden for {self.test_location.nodeid}>"
 
 
 def golden_assertion(

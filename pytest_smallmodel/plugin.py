@@ -6,6 +6,7 @@ Registered through the ``pytest11`` entry point. It only adapts pytest to the co
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ import pytest
 from pytest_smallmodel.drift import DriftLog, DriftPolicy
 from pytest_smallmodel.engine import ModelHandle
 from pytest_smallmodel.errors import ConfigError, SmallModelError
-from pytest_smallmodel.golden import golden_extension_class
+from pytest_smallmodel.golden import GoldenExtension, golden_assertion, golden_extension_class
 from pytest_smallmodel.project import Project, load_project
 from pytest_smallmodel.registry import ModelReference, ModelRegistry, ModelUnavailable
 from pytest_smallmodel.result_cache import ResultCache
@@ -125,17 +126,31 @@ class SmallModelSession:
         configured = self.project.options.get("tolerance") if option is None else option
         kwargs: dict[str, Any] = {"strict": bool(self.config.getoption("smallmodel_strict"))}
         if configured is not None:
-            if (
-                isinstance(configured, bool)
-                or not isinstance(configured, int | float)
-                or configured < 0
-            ):
-                raise ConfigError(
-                    f"{self.project.pyproject} [tool.smallmodel] tolerance = {configured!r}: "
-                    "expected a non-negative number of nats"
-                )
-            kwargs["tolerance"] = float(configured)
-        return DriftPolicy(**kwargs)
+            kwargs["tolerance"] = self._number("tolerance", configured, "a number of nats >= 0")
+        cosine = self.project.options.get("embedding_min_cosine")
+        if cosine is not None:
+            kwargs["embedding_min_cosine"] = self._number(
+                "embedding_min_cosine", cosine, "a cosine similarity between 0 and 1"
+            )
+        try:
+            return DriftPolicy(**kwargs)
+        except ValueError as error:
+            raise ConfigError(f"{self.project.pyproject} [tool.smallmodel]: {error}") from None
+
+    def _number(self, key: str, value: object, expected: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(
+                f"{self.project.pyproject} [tool.smallmodel] {key} = {value!r}: expected {expected}"
+            )
+        return float(value)
+
+    def golden_extension(self) -> type[GoldenExtension]:
+        return golden_extension_class(
+            golden_dir=self.golden_dir(),
+            rootdir=self.config.rootpath,
+            policy=self.drift_policy(),
+            log=self.drift_log,
+        )
 
     def golden_dir(self) -> Path:
         configured = self.project.options.get("golden_dir", "golden")
@@ -185,7 +200,12 @@ def pytest_configure(config: pytest.Config) -> None:
         "model(reference, **settings): run this test on the model pinned in models.lock "
         "(reference 'name' or 'name@sha256prefix'; settings override [tool.smallmodel.settings])",
     )
-    config.stash[_session_key] = SmallModelSession(config)
+    state = SmallModelSession(config)
+    config.stash[_session_key] = state
+    # syrupy matches golden files to tests through the extension class; the xdist controller,
+    # which runs no test, must know it too, or it may misjudge hashed names as unused.
+    with contextlib.suppress(SmallModelError):
+        state.golden_extension()
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "smallmodel-xdist")
 
@@ -246,14 +266,7 @@ def model(request: pytest.FixtureRequest) -> ModelHandle:
 @pytest.fixture
 def golden(snapshot: Any, request: pytest.FixtureRequest) -> Any:
     """A syrupy snapshot assertion storing model outputs under ``golden/``; explains drift."""
-    session = _session(request.config)
-    extension = golden_extension_class(
-        golden_dir=session.golden_dir(),
-        rootdir=request.config.rootpath,
-        policy=session.drift_policy(),
-        log=session.drift_log,
-    )
-    return snapshot.use_extension(extension)
+    return golden_assertion(snapshot, _session(request.config).golden_extension())
 
 
 @pytest.hookimpl(wrapper=True)

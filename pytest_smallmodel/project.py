@@ -19,7 +19,7 @@ from pytest_smallmodel.errors import ConfigError
 
 MODEL_NAME_RE: re.Pattern[str] = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
-# Other modules extend the accepted keys by rebinding: TOP_LEVEL_KEYS = TOP_LEVEL_KEYS | {...}.
+# Every key of [tool.smallmodel]; docs/configuration.md describes each.
 TOP_LEVEL_KEYS: frozenset[str] = frozenset(
     {
         "models",
@@ -27,7 +27,7 @@ TOP_LEVEL_KEYS: frozenset[str] = frozenset(
         "cache_dir",
         "golden_dir",
         "tolerance",
-        "top_logprobs",
+        "embedding_min_cosine",
         "result_cache_dir",
     }
 )

@@ -504,7 +504,7 @@ def test_real_large_margin_divergence_fails_with_report(smollm2: Any) -> None:
     text = verdict.explanation
     assert f"first divergent step: {step}" in text
     assert "teacher-forcing the golden tokens" in text and "--- golden" in text
-    assert "system_info: CPU : SSE3" in text
+    assert "system_info: only in golden: (none) -> only in this run: SSSE3 = 1" in text
 
 
 @real_model

