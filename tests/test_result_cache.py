@@ -61,7 +61,8 @@ def test_gpu_backends_are_refused_unless_forced(tmp_path: Path) -> None:
 SUITE = """
 import json, os, pytest
 
-SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+SCHEMA = {"type": "object", "properties": {"c": {"enum": ["red", "green", "blue"]}},
+          "required": ["c"]}
 
 @pytest.mark.model("smollm2")
 @pytest.mark.parametrize("prompt", ["Name a fruit:", "Name a city:"])
@@ -73,7 +74,7 @@ def test_generate(model, prompt):
 @pytest.mark.model("smollm2")
 def test_other_kinds(model):
     label = model.classify("Is fire cold? Answer:", [" yes", " no"])
-    data = model.extract("Seven as JSON:", SCHEMA, max_tokens=16)
+    data = model.extract("The colour of the sky as JSON:", SCHEMA, max_tokens=16)
     record("other", {"label": str(label), "logprobs": label.logprobs, "data": data,
                      "cached": data.generation.cached})
 
