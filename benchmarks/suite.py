@@ -120,7 +120,10 @@ def make_project(root: Path) -> Path:
 
 
 def env(root: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "SMALLMODEL_CACHE_DIR": str(root / ".cache"), **extra}
+    """The benchmark environment: bytecode caching on, as on a developer's machine (some CI images
+    set PYTHONDONTWRITEBYTECODE, which makes every run recompile pytest's rewritten modules)."""
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    return {**environment, "SMALLMODEL_CACHE_DIR": str(root / ".cache"), **extra}
 
 
 def timed(command: Sequence[str], root: Path, environment: dict[str, str]) -> float:
