@@ -691,15 +691,13 @@ class ModelHandle:
         cached = self._cached(key, from_cache)
         if cached is not None:
             return cached
-        started = time.perf_counter()
         logprobs = {
             label: self._model.continuation_logprob(
                 tokens, self._model.tokenize(label, add_bos=False, special=False)
             )
             for label in labels
         }
-        self._model.stats.calls += 1
-        self._model.stats.decode_seconds += time.perf_counter() - started
+        self._model.stats.calls += 1  # scoring generates no tokens: it stays out of tokens/s
         # max() keeps the first of equal scores: the order the test gave wins a tie.
         chosen = max(labels, key=lambda label: logprobs[label])
         self._store(key, {"label": chosen, "logprobs": logprobs})

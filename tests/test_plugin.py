@@ -148,9 +148,9 @@ def test_parametrize_over_models_shows_names_in_ids(
     )
 
 
-def test_changed_file_fails_every_test_and_is_never_loaded(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def local_copy(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project whose model `local` is a locked copy of SmolLM2 at ``local.gguf``."""
     source = smollm2_path()
     assert source is not None
     model_file = pytester.path / "local.gguf"
@@ -158,6 +158,13 @@ def test_changed_file_fails_every_test_and_is_never_loaded(
     monkeypatch.setenv("SMALLMODEL_CACHE_DIR", str(pytester.path / ".smallmodel-cache"))
     pytester.makepyprojecttoml('[tool.smallmodel.models]\nlocal = { path = "local.gguf" }\n')
     lock(pytester.path)
+    return model_file
+
+
+def test_changed_file_fails_every_test_and_is_never_loaded(
+    pytester: pytest.Pytester, local_copy: Path
+) -> None:
+    model_file = local_copy
     with model_file.open("r+b") as handle:  # flip bytes deep in the weights, keep the header
         handle.seek(50_000_000)
         handle.write(b"\x00" * 64)
@@ -181,17 +188,8 @@ def test_changed_file_fails_every_test_and_is_never_loaded(
     assert "loaded in" not in output  # no model was handed to llama.cpp
 
 
-def test_missing_file_fails_or_skips(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    source = smollm2_path()
-    assert source is not None
-    model_file = pytester.path / "local.gguf"
-    shutil.copyfile(source, model_file)
-    monkeypatch.setenv("SMALLMODEL_CACHE_DIR", str(pytester.path / ".smallmodel-cache"))
-    pytester.makepyprojecttoml('[tool.smallmodel.models]\nlocal = { path = "local.gguf" }\n')
-    lock(pytester.path)
-    model_file.unlink()
+def test_missing_file_fails_or_skips(pytester: pytest.Pytester, local_copy: Path) -> None:
+    local_copy.unlink()
     pytester.makepyfile(
         """
         import pytest
