@@ -87,25 +87,40 @@ def main() -> int:
             assert digest == ours_digest, "digest mismatch with sha256sum"
         ours_best, ours_median = best_and_median(ours)
         theirs_best, theirs_median = best_and_median(theirs)
-        for label, best, median in (("sha256sum ", theirs_best, theirs_median),
-                                    ("smallmodel", ours_best, ours_median)):
+        for label, best, median in (
+            ("sha256sum ", theirs_best, theirs_median),
+            ("smallmodel", ours_best, ours_median),
+        ):
             print(f"{label}: best {mib / best:7.1f} MiB/s  median {mib / median:7.1f} MiB/s")
         ratio_best = theirs_best / ours_best
         ratio_median = theirs_median / ours_median
-        print(f"cold hashing throughput ratio (smallmodel / sha256sum): best {ratio_best:.3f}  "
-              f"median {ratio_median:.3f}  (target >= 0.9)")
+        print(
+            f"cold hashing throughput ratio (smallmodel / sha256sum): best {ratio_best:.3f}  "
+            f"median {ratio_median:.3f}  (target >= 0.9)"
+        )
 
         project = Project(
-            root=path.parent, pyproject=path.parent / "pyproject.toml",
-            models=MappingProxyType({}), settings=MappingProxyType({}),
-            options=MappingProxyType({}), lock_path=scratch / "models.lock",
+            root=path.parent,
+            pyproject=path.parent / "pyproject.toml",
+            models=MappingProxyType({}),
+            settings=MappingProxyType({}),
+            options=MappingProxyType({}),
+            lock_path=scratch / "models.lock",
             cache_dir=scratch / "cache",
         )
-        locked = LockedModel(name="bench", sha256=hashlib.sha256(b"").hexdigest(), size=size,
-                             source=MappingProxyType({"path": str(path)}))
+        locked = LockedModel(
+            name="bench",
+            sha256=hashlib.sha256(b"").hexdigest(),
+            size=size,
+            source=MappingProxyType({"path": str(path)}),
+        )
         first = verify_model(project, locked)  # populates the stat cache (one full hash)
-        locked = LockedModel(name="bench", sha256=first.actual or "", size=size,
-                             source=MappingProxyType({"path": str(path)}))
+        locked = LockedModel(
+            name="bench",
+            sha256=first.actual or "",
+            size=size,
+            source=MappingProxyType({"path": str(path)}),
+        )
         warm = []
         for _ in range(200):
             start = time.perf_counter()
@@ -114,8 +129,10 @@ def main() -> int:
             assert result.ok
         warm_best, warm_median = best_and_median(warm)
         p99 = sorted(warm)[int(len(warm) * 0.99) - 1]
-        print(f"warm verification: best {warm_best * 1e3:.3f} ms  "
-              f"median {warm_median * 1e3:.3f} ms  p99 {p99 * 1e3:.3f} ms  (target <= 5 ms)")
+        print(
+            f"warm verification: best {warm_best * 1e3:.3f} ms  "
+            f"median {warm_median * 1e3:.3f} ms  p99 {p99 * 1e3:.3f} ms  (target <= 5 ms)"
+        )
         ok = ratio_median >= 0.9 and warm_median <= 0.005
         print("PASS" if ok else "FAIL")
         return 0 if ok else 1

@@ -87,12 +87,18 @@ def _format_source(source: dict[str, str]) -> str:
 
 @main.command()
 @click.argument("names", nargs=-1)
-@click.option("--upgrade", is_flag=True,
-              help="Re-resolve moving parts (hf revisions, url contents, package versions, files "
-                   "at path) of all models, or only of NAMES when given.")
-@click.option("--check", is_flag=True,
-              help="Write nothing; exit 1 with a summary when models.lock is missing or does not "
-                   "match the specs (for CI).")
+@click.option(
+    "--upgrade",
+    is_flag=True,
+    help="Re-resolve moving parts (hf revisions, url contents, package versions, files "
+    "at path) of all models, or only of NAMES when given.",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Write nothing; exit 1 with a summary when models.lock is missing or does not "
+    "match the specs (for CI).",
+)
 @click.pass_context
 def lock(ctx: click.Context, names: tuple[str, ...], upgrade: bool, check: bool) -> None:
     """Resolve the model specs and write models.lock."""
@@ -109,8 +115,9 @@ def lock(ctx: click.Context, names: tuple[str, ...], upgrade: bool, check: bool)
         try:
             existing = read_lock(project.lock_path)
         except LockError as exc:
-            click.echo(f"warning: ignoring the existing lock and re-resolving all pins: {exc}",
-                       err=True)
+            click.echo(
+                f"warning: ignoring the existing lock and re-resolving all pins: {exc}", err=True
+            )
 
     from pytest_smallmodel.sources import is_pin_fresh, resolve_model
 
@@ -254,8 +261,9 @@ def list_models(ctx: click.Context) -> None:
         rows.append((name, pin.short_sha, _human_size(pin.size), pin.describe_source(), status))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-                   .rstrip())
+        click.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
 
 
 def _human_size(size: int) -> str:

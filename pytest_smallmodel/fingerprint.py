@@ -11,7 +11,6 @@ import functools
 import hashlib
 import platform
 import re
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -159,7 +158,3 @@ def differences(
         if old.get(path) != new.get(path):
             changed.append((path, old.get(path), new.get(path)))
     return changed
-
-
-def python_version() -> str:
-    return sys.version.split()[0]

@@ -33,8 +33,9 @@ LOCK_TIMEOUT_S = 120.0
 VerificationStatus = Literal["verified", "missing", "mismatch"]
 
 
-def sha256_stream(handle: BinaryIO, *, total: int | None = None, progress: bool = False,
-                  label: str = "") -> str:
+def sha256_stream(
+    handle: BinaryIO, *, total: int | None = None, progress: bool = False, label: str = ""
+) -> str:
     """Hash an open binary file from its current position to EOF."""
     digest = hashlib.sha256()
     buffer = bytearray(BLOCK_SIZE)
@@ -65,8 +66,15 @@ def sha256_file(path: Path, *, progress: bool = False) -> str:
 def _progress_bar(total: int | None, label: str) -> Any:
     from tqdm import tqdm  # deferred: only a terminal run with a big file draws a bar
 
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
-                leave=False, file=sys.stderr)
+    return tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=label,
+        leave=False,
+        file=sys.stderr,
+    )
 
 
 @dataclass(frozen=True)
@@ -140,8 +148,9 @@ class StatCache:
             return
 
 
-def hash_with_cache(path: Path, cache: StatCache, *, full: bool = False,
-                    progress: bool = False) -> str:
+def hash_with_cache(
+    path: Path, cache: StatCache, *, full: bool = False, progress: bool = False
+) -> str:
     """The file's sha256, from the stat cache unless ``full`` or the file changed."""
     identity = FileIdentity.of(path)
     if not full:
@@ -194,9 +203,17 @@ class Verification:
             raise VerificationError(self.message)
 
 
-def verify_file(name: str, path: Path | None, expected: str, cache_dir: Path, *,
-                full: bool = False, progress: bool = False,
-                missing_fix: str | None = None, mismatch_fix: str | None = None) -> Verification:
+def verify_file(
+    name: str,
+    path: Path | None,
+    expected: str,
+    cache_dir: Path,
+    *,
+    full: bool = False,
+    progress: bool = False,
+    missing_fix: str | None = None,
+    mismatch_fix: str | None = None,
+) -> Verification:
     """Compare a local file with its pinned sha256 (no network)."""
     if path is None or not os.path.isfile(path):
         return Verification(name, path, "missing", expected, None, missing_fix)

@@ -27,8 +27,18 @@ LOCK_HEADER = (
     "# Pins each model of [tool.smallmodel.models] to exact bytes (sha256). Commit this file.\n"
 )
 # Order of keys inside a written [model.source] table: the kind first, then what refines it.
-_SOURCE_KEY_ORDER = ("hf", "url", "path", "package", "file", "revision", "commit", "filename",
-                     "sha256", "version")
+_SOURCE_KEY_ORDER = (
+    "hf",
+    "url",
+    "path",
+    "package",
+    "file",
+    "revision",
+    "commit",
+    "filename",
+    "sha256",
+    "version",
+)
 # Resolved (not declared) keys per kind: the moving parts that `lock` pins.
 RESOLVED_SOURCE_KEYS: Mapping[SourceKind, tuple[str, ...]] = MappingProxyType(
     {"hf": ("commit", "filename"), "url": (), "path": (), "package": ("version",)}
@@ -138,8 +148,9 @@ def _validate(document: dict[str, Any], path: Path, fix: str) -> None:
     import jsonschema  # deferred: costs ~50 ms to import, only readers need it
 
     validator = jsonschema.Draft202012Validator(lock_schema())
-    errors = sorted(validator.iter_errors(document),
-                    key=lambda e: [str(p) for p in e.absolute_path])
+    errors = sorted(
+        validator.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]
+    )
     if not errors:
         return
     error = jsonschema.exceptions.best_match(errors) or errors[0]

@@ -222,6 +222,8 @@ def _model_reference(item: pytest.Item) -> str | None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Group tests by model so that ``--dist loadgroup`` loads each model in one worker only."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return  # without xdist the marker is unregistered and --strict-markers would reject it
     for item in items:
         if "model" not in getattr(item, "fixturenames", ()):
             continue

@@ -153,9 +153,7 @@ def _load_pyproject(pyproject: Path) -> Project:
         raise ConfigError(
             f"{pyproject}: [tool.smallmodel] models must be a table of name = {{ ... }} specs."
         )
-    models = {
-        name: _parse_spec(pyproject, name, raw) for name, raw in sorted(models_table.items())
-    }
+    models = {name: _parse_spec(pyproject, name, raw) for name, raw in sorted(models_table.items())}
 
     settings = config.get("settings", {})
     if not isinstance(settings, dict):
@@ -202,7 +200,7 @@ def _parse_spec(pyproject: Path, name: object, raw: object) -> ModelSpec:
         )
     if not isinstance(raw, dict):
         raise ConfigError(
-            f"{where}: must be a table such as {{ hf = \"org/repo\", file = \"model.gguf\" }}."
+            f'{where}: must be a table such as {{ hf = "org/repo", file = "model.gguf" }}.'
         )
 
     kinds = [kind for kind in SOURCE_KINDS if kind in raw]
@@ -236,9 +234,7 @@ def _parse_spec(pyproject: Path, name: object, raw: object) -> ModelSpec:
 
     settings = raw.get("settings", {})
     if not isinstance(settings, dict):
-        raise ConfigError(
-            f"{where}: settings must be a table, e.g. settings = {{ n_ctx = 4096 }}."
-        )
+        raise ConfigError(f"{where}: settings must be a table, e.g. settings = {{ n_ctx = 4096 }}.")
     embedding = raw.get("embedding", False)
     if not isinstance(embedding, bool):
         raise ConfigError(f"{where}: embedding must be true or false (got {embedding!r}).")
@@ -254,7 +250,7 @@ def _parse_spec(pyproject: Path, name: object, raw: object) -> ModelSpec:
 def _check_source_values(where: str, kind: SourceKind, source: Mapping[str, str]) -> None:
     if kind == "hf" and not _HF_REPO_RE.fullmatch(source["hf"]):
         raise ConfigError(
-            f"{where}: hf = {source['hf']!r} is not a Hugging Face repo id; use \"org/name\"."
+            f'{where}: hf = {source["hf"]!r} is not a Hugging Face repo id; use "org/name".'
         )
     if kind == "url":
         url = source["url"]

@@ -85,8 +85,9 @@ def resolve_model(project: Project, spec: ModelSpec, *, progress: bool = False) 
             return _resolve_package(project, spec, progress=progress)
 
 
-def _pin(name: str, sha256: str, size: int, source: dict[str, str],
-         facts: GGUFFacts) -> LockedModel:
+def _pin(
+    name: str, sha256: str, size: int, source: dict[str, str], facts: GGUFFacts
+) -> LockedModel:
     return LockedModel(
         name=name,
         sha256=sha256,
@@ -121,8 +122,9 @@ def local_path(project: Project, locked: LockedModel) -> Path | None:
     return None
 
 
-def verify_model(project: Project, locked: LockedModel, *, full: bool = False,
-                 progress: bool = False) -> Verification:
+def verify_model(
+    project: Project, locked: LockedModel, *, full: bool = False, progress: bool = False
+) -> Verification:
     """Check the local file against its pin, using the stat cache unless ``full``."""
     path = local_path(project, locked)
     if path is None and locked.kind == "path":
@@ -197,8 +199,14 @@ def pull_model(project: Project, locked: LockedModel, *, progress: bool = False)
         return result
 
     target = url_cache_path(project, locked.source["url"])
-    download = _download_url(locked.source["url"], target, expected_sha256=locked.sha256,
-                             expected_size=locked.size, progress=progress, name=locked.name)
+    download = _download_url(
+        locked.source["url"],
+        target,
+        expected_sha256=locked.sha256,
+        expected_size=locked.size,
+        progress=progress,
+        name=locked.name,
+    )
     if download.sha256 != locked.sha256:
         return _downloaded_mismatch(
             Verification(locked.name, target, "mismatch", locked.sha256, download.sha256)
@@ -313,8 +321,12 @@ def _hf_errors(name: str, repo: str, what: str) -> Iterator[None]:
 def _hf_api() -> Any:
     from huggingface_hub import HfApi
 
-    return HfApi(endpoint=hf_endpoint(), token=_hf_token(), library_name=USER_AGENT,
-                  library_version=__version__)
+    return HfApi(
+        endpoint=hf_endpoint(),
+        token=_hf_token(),
+        library_name=USER_AGENT,
+        library_version=__version__,
+    )
 
 
 def _resolve_hf(spec: ModelSpec) -> LockedModel:
@@ -346,8 +358,13 @@ def _resolve_hf(spec: ModelSpec) -> LockedModel:
         else:
             # Small non-LFS files carry only a git blob id: hash them by streaming once.
             sha256, size, facts = _hf_stream_whole(spec.name, url)
-    source = {"hf": repo, "file": pattern, "revision": revision, "commit": commit,
-              "filename": filename}
+    source = {
+        "hf": repo,
+        "file": pattern,
+        "revision": revision,
+        "commit": commit,
+        "filename": filename,
+    }
     return _pin(spec.name, sha256, size, source, facts)
 
 
@@ -378,8 +395,9 @@ def _hf_headers(extra: dict[str, str] | None = None) -> dict[str, str]:
     # Public API (documented), but not re-exported in a way mypy accepts.
     from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
 
-    headers: dict[str, str] = build_hf_headers(token=_hf_token(), library_name=USER_AGENT,
-                  library_version=__version__)
+    headers: dict[str, str] = build_hf_headers(
+        token=_hf_token(), library_name=USER_AGENT, library_version=__version__
+    )
     headers.update(extra or {})
     return headers
 
@@ -392,8 +410,9 @@ def _hf_header_facts(name: str, repo: str, filename: str, commit: str, url: str)
 
     from pytest_smallmodel.gguf_info import MAX_HEADER_BYTES
 
-    headers = _hf_headers({"Range": f"bytes=0-{MAX_HEADER_BYTES - 1}",
-                           "Accept-Encoding": "identity"})
+    headers = _hf_headers(
+        {"Range": f"bytes=0-{MAX_HEADER_BYTES - 1}", "Accept-Encoding": "identity"}
+    )
     with get_session().stream("GET", url, headers=headers, timeout=HTTP_TIMEOUT_S) as response:
         hf_raise_for_status(response)
         chunks = response.iter_bytes()
@@ -474,8 +493,15 @@ class _Download:
         self.size = size
 
 
-def _download_url(url: str, target: Path, *, expected_sha256: str | None, expected_size: int | None,
-                  progress: bool, name: str) -> _Download:
+def _download_url(
+    url: str,
+    target: Path,
+    *,
+    expected_sha256: str | None,
+    expected_size: int | None,
+    progress: bool,
+    name: str,
+) -> _Download:
     """Stream ``url`` to ``target`` atomically, hashing on the way.
 
     The file reaches ``target`` only if the transfer is complete and, when ``expected_sha256``
@@ -494,8 +520,9 @@ def _download_url(url: str, target: Path, *, expected_sha256: str | None, expect
             total = int(declared) if declared and declared.isdigit() else expected_size
             try:
                 with atomic_target(target) as out:
-                    sha256, size = _copy_hashing(response, out, total,
-                                                 _progress_enabled(progress), target.name)
+                    sha256, size = _copy_hashing(
+                        response, out, total, _progress_enabled(progress), target.name
+                    )
                     if declared is not None and declared.isdigit() and size != int(declared):
                         raise SourceError(
                             f"{what} failed: the transfer was truncated ({size} of {declared} "
@@ -525,8 +552,9 @@ def _download_url(url: str, target: Path, *, expected_sha256: str | None, expect
     return _Download(sha256, size)
 
 
-def _copy_hashing(source: Any, out: IO[bytes], total: int | None, progress: bool,
-                  label: str) -> tuple[str, int]:
+def _copy_hashing(
+    source: Any, out: IO[bytes], total: int | None, progress: bool, label: str
+) -> tuple[str, int]:
     digest = hashlib.sha256()
     buffer = bytearray(BLOCK_SIZE)
     view = memoryview(buffer)
@@ -535,8 +563,15 @@ def _copy_hashing(source: Any, out: IO[bytes], total: int | None, progress: bool
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
-                   leave=False, file=sys.stderr)
+        bar = tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=label,
+            leave=False,
+            file=sys.stderr,
+        )
     try:
         while True:
             count = source.readinto(view)
@@ -559,8 +594,9 @@ def _resolve_url(project: Project, spec: ModelSpec, *, progress: bool) -> Locked
     declared = spec.source.get("sha256")
     expected = declared.lower() if declared else None
     target = url_cache_path(project, url)
-    download = _download_url(url, target, expected_sha256=expected, expected_size=None,
-                             progress=progress, name=spec.name)
+    download = _download_url(
+        url, target, expected_sha256=expected, expected_size=None, progress=progress, name=spec.name
+    )
     if expected is not None and download.sha256 != expected:
         raise SourceError(
             f"{spec.name}: {url} does not match the sha256 declared in [tool.smallmodel.models]\n"
@@ -628,4 +664,3 @@ def _resolve_package(project: Project, spec: ModelSpec, *, progress: bool) -> Lo
     sha256, size, facts = _hash_local(project, path, progress)
     source = {**spec.normalized_source(), "version": distribution.version}
     return _pin(spec.name, sha256, size, source, facts)
-

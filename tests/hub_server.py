@@ -84,16 +84,18 @@ class FakeHub:
 
     # -- content ---------------------------------------------------------------------------
 
-    def add_commit(self, repo: str, files: dict[str, bytes | HubFile], *,
-                   revision: str = "main") -> str:
+    def add_commit(
+        self, repo: str, files: dict[str, bytes | HubFile], *, revision: str = "main"
+    ) -> str:
         """Add a commit with these files and point ``revision`` at it; returns the commit id."""
         entries = {
             path: content if isinstance(content, HubFile) else HubFile(content)
             for path, content in files.items()
         }
         seed = repo + revision + "".join(f"{p}:{f.sha256}" for p, f in sorted(entries.items()))
-        commit = hashlib.sha1(f"{seed}{len(self.repos.get(repo, FakeRepo()).commits)}".encode()
-                              ).hexdigest()
+        commit = hashlib.sha1(
+            f"{seed}{len(self.repos.get(repo, FakeRepo()).commits)}".encode()
+        ).hexdigest()
         fake = self.repos.setdefault(repo, FakeRepo())
         fake.commits[commit] = entries
         fake.refs[revision] = commit
@@ -123,8 +125,9 @@ class FakeHub:
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         server.daemon_threads = True
         self._server = server
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                  daemon=True)
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         thread.start()
         try:
             yield self
@@ -182,8 +185,11 @@ class _Handler(BaseHTTPRequestHandler):
         token = self.hub.required_token
         if token is not None and not path.startswith("/files/"):  # noqa: SIM102
             if self.headers.get("Authorization") != f"Bearer {token}":
-                self._send_json(401, {"error": "Invalid credentials"},
-                                {"X-Error-Message": "Invalid credentials in Authorization header"})
+                self._send_json(
+                    401,
+                    {"error": "Invalid credentials"},
+                    {"X-Error-Message": "Invalid credentials in Authorization header"},
+                )
                 return
         try:
             if method == "POST" and (match := _PATHS_INFO_RE.match(path)):
@@ -206,13 +212,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _commit(self, repo: str, revision: str | None) -> tuple[str, dict[str, HubFile]] | None:
         fake = self.hub.repos.get(repo)
         if fake is None:
-            self._send_json(404, {"error": "Repository not found"},
-                            {"X-Error-Code": "RepoNotFound"})
+            self._send_json(
+                404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"}
+            )
             return None
         commit = fake.refs.get(revision or "main", revision or "main")
         if commit not in fake.commits:
-            self._send_json(404, {"error": "Revision not found"},
-                            {"X-Error-Code": "RevisionNotFound"})
+            self._send_json(
+                404, {"error": "Revision not found"}, {"X-Error-Code": "RevisionNotFound"}
+            )
             return None
         return commit, fake.commits[commit]
 
@@ -228,21 +236,37 @@ class _Handler(BaseHTTPRequestHandler):
             if query.get("blobs") in (["True"], ["true"]):
                 sibling.update(self._file_meta(hub_file))
             siblings.append(sibling)
-        self._send_json(200, {"id": match["repo"], "modelId": match["repo"], "sha": commit,
-                              "private": False, "siblings": siblings, "tags": ["gguf"]})
+        self._send_json(
+            200,
+            {
+                "id": match["repo"],
+                "modelId": match["repo"],
+                "sha": commit,
+                "private": False,
+                "siblings": siblings,
+                "tags": ["gguf"],
+            },
+        )
 
     @staticmethod
     def _file_meta(hub_file: HubFile) -> dict[str, object]:
         meta: dict[str, object] = {"size": len(hub_file.data), "blobId": hub_file.git_oid}
         if hub_file.lfs:
-            meta["lfs"] = {"sha256": hub_file.sha256, "size": len(hub_file.data),
-                           "pointerSize": 134}
+            meta["lfs"] = {
+                "sha256": hub_file.sha256,
+                "size": len(hub_file.data),
+                "pointerSize": 134,
+            }
         return meta
 
     @staticmethod
     def _tree_entry(path: str, hub_file: HubFile) -> dict[str, object]:
-        entry: dict[str, object] = {"type": "file", "path": path, "size": len(hub_file.data),
-                                    "oid": hub_file.git_oid}
+        entry: dict[str, object] = {
+            "type": "file",
+            "path": path,
+            "size": len(hub_file.data),
+            "oid": hub_file.git_oid,
+        }
         if hub_file.lfs:
             entry["lfs"] = {"oid": hub_file.sha256, "size": len(hub_file.data), "pointerSize": 134}
         return entry
@@ -253,8 +277,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         _, files = found
         prefix = (match["path"] or "").strip("/")
-        entries = [self._tree_entry(path, hub_file) for path, hub_file in sorted(files.items())
-                   if not prefix or path.startswith(prefix + "/")]
+        entries = [
+            self._tree_entry(path, hub_file)
+            for path, hub_file in sorted(files.items())
+            if not prefix or path.startswith(prefix + "/")
+        ]
         self._send_json(200, entries)
 
     def _paths_info(self, match: re.Match[str], body: bytes) -> None:
@@ -275,8 +302,11 @@ class _Handler(BaseHTTPRequestHandler):
         commit, files = found
         hub_file = files.get(match["path"])
         if hub_file is None:
-            self._send_json(404, {"error": "Entry not found"},
-                            {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit})
+            self._send_json(
+                404,
+                {"error": "Entry not found"},
+                {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit},
+            )
             return
         headers = {"X-Repo-Commit": commit, "ETag": f'"{hub_file.etag}"'}
         if hub_file.lfs:
@@ -293,8 +323,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- responses -------------------------------------------------------------------------
 
-    def _send_bytes(self, data: bytes, method: str, headers: dict[str, str],
-                    fault: Fault | None, *, key: str) -> None:
+    def _send_bytes(
+        self, data: bytes, method: str, headers: dict[str, str], fault: Fault | None, *, key: str
+    ) -> None:
         if fault is not None and fault.replace_body is not None:
             data = fault.replace_body
         status, start, end = 200, 0, len(data)
@@ -305,9 +336,12 @@ class _Handler(BaseHTTPRequestHandler):
             status = 206
             headers = {**headers, "Content-Range": f"bytes {start}-{end - 1}/{len(data)}"}
         self.send_response(status)
-        for name, value in {**headers, "Accept-Ranges": "bytes",
-                            "Content-Type": "application/octet-stream",
-                            "Content-Length": str(end - start)}.items():
+        for name, value in {
+            **headers,
+            "Accept-Ranges": "bytes",
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(end - start),
+        }.items():
             self.send_header(name, value)
         self.end_headers()
         if method == "HEAD":
@@ -325,12 +359,16 @@ class _Handler(BaseHTTPRequestHandler):
                 self.hub.bytes_sent[key] = self.hub.bytes_sent.get(key, 0) + len(chunk)
         self.wfile.flush()
 
-    def _send_json(self, status: int, payload: object,
-                   headers: dict[str, str] | None = None) -> None:
+    def _send_json(
+        self, status: int, payload: object, headers: dict[str, str] | None = None
+    ) -> None:
         body = json.dumps(payload).encode()
         self.send_response(status)
-        for name, value in {**(headers or {}), "Content-Type": "application/json",
-                            "Content-Length": str(len(body))}.items():
+        for name, value in {
+            **(headers or {}),
+            "Content-Type": "application/json",
+            "Content-Length": str(len(body)),
+        }.items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)

@@ -151,14 +151,17 @@ def test_console_script_subprocess(hf_project: Path) -> None:
     if not script.exists():
         pytest.skip("the smallmodel console script is not installed in this environment")
     env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
-    done = subprocess.run([str(script), "lock"], cwd=hf_project, env=env, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [str(script), "lock"], cwd=hf_project, env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
-    verify = subprocess.run([str(script), "verify"], cwd=hf_project, env=env,
-                            capture_output=True, text=True, timeout=60)
+    verify = subprocess.run(
+        [str(script), "verify"], cwd=hf_project, env=env, capture_output=True, text=True, timeout=60
+    )
     assert verify.returncode == 1
     assert "smallmodel pull phi" in verify.stderr and "Traceback" not in verify.stderr
-    pulled = subprocess.run([str(script), "pull"], cwd=hf_project, env=env, capture_output=True,
-                            text=True, timeout=60)
+    pulled = subprocess.run(
+        [str(script), "pull"], cwd=hf_project, env=env, capture_output=True, text=True, timeout=60
+    )
     assert pulled.returncode == 0, pulled.stderr
     assert pulled.stderr == ""  # quiet when not a terminal

@@ -20,8 +20,9 @@ def test_facts_of_a_real_file(tiny_gguf: Path) -> None:
 
 
 def test_facts_agree_with_gguf_reader(tmp_path: Path) -> None:
-    path = write_tiny_gguf(tmp_path / "q.gguf", context_length=4096,
-                           file_type=gguf.LlamaFileType.MOSTLY_Q4_1)
+    path = write_tiny_gguf(
+        tmp_path / "q.gguf", context_length=4096, file_type=gguf.LlamaFileType.MOSTLY_Q4_1
+    )
     reader = gguf.GGUFReader(path)
     ctx = reader.fields["llama.context_length"]
     facts = read_facts(path)

@@ -35,8 +35,10 @@ def test_stat_cache_hit_skips_hashing(tmp_path: Path, monkeypatch: pytest.Monkey
     cache = StatCache(tmp_path / "cache")
     digest = hash_with_cache(path, cache)
     calls: list[Path] = []
-    monkeypatch.setattr("pytest_smallmodel.hashing.sha256_file",
-                        lambda p, progress=False: calls.append(p) or "f" * 64)
+    monkeypatch.setattr(
+        "pytest_smallmodel.hashing.sha256_file",
+        lambda p, progress=False: calls.append(p) or "f" * 64,
+    )
     assert hash_with_cache(path, cache) == digest
     assert calls == []
     assert hash_with_cache(path, cache, full=True) == "f" * 64

@@ -27,14 +27,24 @@ def sample_lock() -> Lock:
         {
             "zeta": LockedModel("zeta", SHA, 10, {"path": "models/z.gguf"}),
             "alpha": LockedModel(
-                "alpha", SHA, 1234,
-                {"hf": "o/r", "file": "*.gguf", "revision": "main", "commit": COMMIT,
-                 "filename": "a.gguf"},
-                architecture="llama", file_type="MOSTLY_Q4_1", context_length=2048,
+                "alpha",
+                SHA,
+                1234,
+                {
+                    "hf": "o/r",
+                    "file": "*.gguf",
+                    "revision": "main",
+                    "commit": COMMIT,
+                    "filename": "a.gguf",
+                },
+                architecture="llama",
+                file_type="MOSTLY_Q4_1",
+                context_length=2048,
                 chat_template_sha256=SHA,
             ),
-            "pkg": LockedModel("pkg", SHA, 5, {"package": "p", "file": "p/x.gguf",
-                                               "version": "1.0"}),
+            "pkg": LockedModel(
+                "pkg", SHA, 5, {"package": "p", "file": "p/x.gguf", "version": "1.0"}
+            ),
             "web": LockedModel("web", SHA, 5, {"url": "https://x/y.gguf"}),
         },
     )
@@ -72,10 +82,16 @@ def edited(tmp_path: Path, old: str, new: str, count: int = 1) -> str:
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        (f'sha256 = "{SHA}"\nsize = 1234', f'sha256 = "{SHA[:-1]}"\nsize = 1234',
-         "model 'alpha' field sha256"),
-        (f'sha256 = "{SHA}"\nsize = 1234', f'sha256 = "{SHA[:-1]}g"\nsize = 1234',
-         "is not a sha256"),
+        (
+            f'sha256 = "{SHA}"\nsize = 1234',
+            f'sha256 = "{SHA[:-1]}"\nsize = 1234',
+            "model 'alpha' field sha256",
+        ),
+        (
+            f'sha256 = "{SHA}"\nsize = 1234',
+            f'sha256 = "{SHA[:-1]}g"\nsize = 1234',
+            "is not a sha256",
+        ),
         ("size = 1234", 'size = "big"', "model 'alpha' field size"),
         ("size = 1234", "size = -1", "model 'alpha' field size"),
         (f'commit = "{COMMIT}"', 'commit = "main"', "field source.commit"),

@@ -56,6 +56,7 @@ def test_marker_loads_the_pinned_model(project: pytest.Pytester) -> None:
     )
     result = project.runpytest("--strict-markers")
     result.assert_outcomes(passed=2)
+    project.runpytest("--strict-markers", "-p", "no:xdist").assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(
         ["*smallmodel*", "smollm2@b179c952: loaded in *s, * calls, * tokens generated, * tokens/s"]
     )

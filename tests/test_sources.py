@@ -43,15 +43,24 @@ def no_temp_files(directory: Path) -> bool:
 def test_hf_lock_uses_metadata_and_range_not_full_download(
     hub: FakeHub, make_project: MakeProject, tmp_path: Path
 ) -> None:
-    data = write_tiny_gguf(tmp_path / "big.gguf", chat_template=DEFAULT_CHAT_TEMPLATE,
-                           tensor_elements=2 << 20, n_tensors=2).read_bytes()
+    data = write_tiny_gguf(
+        tmp_path / "big.gguf",
+        chat_template=DEFAULT_CHAT_TEMPLATE,
+        tensor_elements=2 << 20,
+        n_tensors=2,
+    ).read_bytes()
     commit = hub.add_commit("org/repo", {"model-Q4_K_M.gguf": data, "other.gguf": b"x"})
     project = project_with(make_project, 'm = { hf = "org/repo", file = "*Q4_K_M.gguf" }')
     pin = resolve_model(project, project.models["m"])
     assert pin.sha256 == hashlib.sha256(data).hexdigest()
     assert pin.size == len(data)
-    assert dict(pin.source) == {"hf": "org/repo", "file": "*Q4_K_M.gguf", "revision": "main",
-                                "commit": commit, "filename": "model-Q4_K_M.gguf"}
+    assert dict(pin.source) == {
+        "hf": "org/repo",
+        "file": "*Q4_K_M.gguf",
+        "revision": "main",
+        "commit": commit,
+        "filename": "model-Q4_K_M.gguf",
+    }
     assert (pin.architecture, pin.context_length, pin.file_type) == ("llama", 128, "ALL_F32")
     assert pin.chat_template_sha256 == hashlib.sha256(DEFAULT_CHAT_TEMPLATE.encode()).hexdigest()
     assert any("paths-info" in p for p in hub.paths_requested("POST"))
@@ -64,8 +73,9 @@ def test_hf_lock_uses_metadata_and_range_not_full_download(
 def test_hf_pull_then_verify(hub: FakeHub, make_project: MakeProject, tmp_path: Path) -> None:
     data = gguf_bytes(tmp_path)
     hub.add_commit("org/repo", {"m.gguf": data}, revision="v1")
-    project = project_with(make_project,
-                           'm = { hf = "org/repo", file = "m.gguf", revision = "v1" }')
+    project = project_with(
+        make_project, 'm = { hf = "org/repo", file = "m.gguf", revision = "v1" }'
+    )
     pin = resolve_model(project, project.models["m"])
     result = pull_model(project, pin)
     assert result.ok and result.path is not None
@@ -113,7 +123,11 @@ def test_hf_tampered_download_is_deleted(
     ],
 )
 def test_hf_resolution_errors(
-    hub: FakeHub, make_project: MakeProject, tmp_path: Path, spec: str, setup: str | None,
+    hub: FakeHub,
+    make_project: MakeProject,
+    tmp_path: Path,
+    spec: str,
+    setup: str | None,
     expected: str,
 ) -> None:
     files: dict[str, bytes | HubFile] = {"m.gguf": gguf_bytes(tmp_path)}
@@ -183,8 +197,12 @@ def test_url_declared_sha_mismatch(hub: FakeHub, make_project: MakeProject, tmp_
     ],
 )
 def test_url_failures_leave_nothing(
-    hub: FakeHub, make_project: MakeProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    fault: Fault, expected: str,
+    hub: FakeHub,
+    make_project: MakeProject,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fault: Fault,
+    expected: str,
 ) -> None:
     monkeypatch.setattr(sources, "HTTP_TIMEOUT_S", 0.3)
     data = gguf_bytes(tmp_path, tensor_elements=4096)
@@ -262,10 +280,13 @@ def test_package_source(fake_distribution: Path, make_project: MakeProject) -> N
 
 
 def test_package_errors(fake_distribution: Path, make_project: MakeProject) -> None:
-    project = project_with(make_project, """
+    project = project_with(
+        make_project,
+        """
 a = { package = "not-installed-xyz", file = "x.gguf" }
 b = { package = "tiny-models", file = "tiny_models/other.gguf" }
-""")
+""",
+    )
     with pytest.raises(SourceError, match="pip install not-installed-xyz"):
         resolve_model(project, project.models["a"])
     with pytest.raises(SourceError, match=r"tiny_models/tiny\.gguf"):
