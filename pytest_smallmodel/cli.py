@@ -172,7 +172,8 @@ def _lock_check(project: Project, targets: Sequence[str], *, check_removed: bool
             click.echo(f"  {reason}", err=True)
         click.echo(fix, err=True)
         ctx.exit(1)
-    click.echo(f"{project.lock_path} is up to date ({len(targets)} models checked).")
+    plural = "s" if len(targets) != 1 else ""
+    click.echo(f"{project.lock_path} is up to date ({len(targets)} model{plural} checked).")
 
 
 def _locked_targets(project: Project, names: Sequence[str]) -> tuple[Lock, list[LockedModel]]:
