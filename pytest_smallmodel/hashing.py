@@ -40,7 +40,7 @@ def sha256_stream(
     digest = hashlib.sha256()
     buffer = bytearray(BLOCK_SIZE)
     view = memoryview(buffer)
-    bar = _progress_bar(total, label) if progress else None
+    bar = progress_bar(total, label) if progress else None
     try:
         while True:
             count = handle.readinto(view)  # type: ignore[attr-defined]
@@ -63,7 +63,7 @@ def sha256_file(path: Path, *, progress: bool = False) -> str:
         return sha256_stream(handle, total=size, progress=show, label=f"hashing {Path(path).name}")
 
 
-def _progress_bar(total: int | None, label: str) -> Any:
+def progress_bar(total: int | None, label: str) -> Any:
     from tqdm import tqdm  # deferred: only a terminal run with a big file draws a bar
 
     return tqdm(

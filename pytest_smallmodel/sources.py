@@ -44,6 +44,7 @@ from pytest_smallmodel.hashing import (
     StatCache,
     Verification,
     hash_with_cache,
+    progress_bar,
     verify_file,
 )
 from pytest_smallmodel.lockfile import LockedModel
@@ -559,19 +560,7 @@ def _copy_hashing(
     buffer = bytearray(BLOCK_SIZE)
     view = memoryview(buffer)
     size = 0
-    bar: Any = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=total,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=label,
-            leave=False,
-            file=sys.stderr,
-        )
+    bar: Any = progress_bar(total, label) if progress else None
     try:
         while True:
             count = source.readinto(view)
