@@ -67,6 +67,17 @@ def test_workers_write_goldens_without_loss_and_detect_unused(project: pytest.Py
     again.stdout.fnmatch_lines(["smollm2@b179c952: loaded in *s, 8 calls, * tokens generated*"])
     assert goldens(project.path) == files  # a passing run rewrites nothing
 
+    golden = next(p for p in (project.path / "golden").rglob("*.json") if "colour" in p.name)
+    record = json.loads(golden.read_text(encoding="utf-8"))
+    record["fingerprint"]["llama_cpp_python"] = "0.3.16"
+    golden.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    report = project.path / "drift.md"
+    tolerant = project.runpytest_subprocess("-n", "2", f"--smallmodel-report={report}")
+    tolerant.assert_outcomes(passed=7)
+    markdown = report.read_text(encoding="utf-8")  # merged from the workers by the controller
+    assert "Name a colour" in markdown and "0.3.16" in markdown
+    golden.write_text(files[str(golden.relative_to(project.path))], encoding="utf-8")
+
     project.makepyfile(test_suite=SUITE.replace('"Name a planet:"', ""))
     unused = project.runpytest_subprocess("-n", "2")
     unused.assert_outcomes(passed=6)
