@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -662,6 +663,8 @@ def cosine_similarity(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def _field_change(path: str, old: Any, new: Any) -> FieldChange:
+    if _is_digest(old) or _is_digest(new):  # library hashes: a prefix tells them apart
+        return FieldChange(path, _short_digest(old), _short_digest(new))
     if isinstance(old, str) and isinstance(new, str) and max(len(old), len(new)) > 60:
         # Long feature lists (system_info): name the items that differ instead of two blobs.
         separator = " | " if "|" in old + new else " "
@@ -674,6 +677,14 @@ def _field_change(path: str, old: Any, new: Any) -> FieldChange:
             "only in this run: " + (separator.join(added) or "(none)"),
         )
     return FieldChange(path, _show(old), _show(new))
+
+
+def _is_digest(value: Any) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) is not None
+
+
+def _short_digest(value: Any) -> str:
+    return f"sha256 {value[:12]}…" if _is_digest(value) else _show(value)
 
 
 def _items(text: str, separator: str) -> list[str]:
