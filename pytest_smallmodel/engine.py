@@ -122,10 +122,6 @@ class ModelStats:
     generated_tokens: int = 0
     decode_seconds: float = 0.0
 
-    @property
-    def tokens_per_second(self) -> float:
-        return self.generated_tokens / self.decode_seconds if self.decode_seconds > 0 else 0.0
-
 
 class LoadedModel:
     """One ``Llama`` for one (file, load settings); not thread-safe, so calls are serialised."""
@@ -393,11 +389,9 @@ def _hits_stop(model: LoadedModel, steps: Sequence[Step], stop: Sequence[str]) -
     return any(s in text for s in stop)
 
 
-def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
     positions = [text.find(s) for s in stop if s and s in text]
-    if not positions:
-        return text, False
-    return text[: min(positions)], True
+    return text[: min(positions)] if positions else text
 
 
 @dataclass
@@ -570,7 +564,7 @@ class ModelHandle:
         )
         ids = [s.token for s in steps]
         text_ids = ids[:-1] if finish == "stop" and ids and self._model.is_end(ids[-1]) else ids
-        text, _ = _cut_at_stop(self._model.detokenize(text_ids), stops)
+        text = _cut_at_stop(self._model.detokenize(text_ids), stops)
         self._store(
             key, {"text": text, "finish_reason": finish, "steps": [_step_to_json(s) for s in steps]}
         )

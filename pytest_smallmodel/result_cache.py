@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -73,8 +72,3 @@ class ResultCache:
     def put(self, key: str, value: Mapping[str, Any]) -> None:
         text = json.dumps({"key": key, "value": value}, ensure_ascii=False, sort_keys=True)
         atomic_write_text(self._path(key), text)
-
-    def __len__(self) -> int:
-        if not self.root.exists():
-            return 0
-        return sum(len(files) for _, _, files in os.walk(self.root))

@@ -264,12 +264,3 @@ class Embedding(list[float]):
     """An embedding vector with the provenance it was computed under."""
 
     provenance: Provenance
-
-
-def provenance_of(value: object) -> Provenance | None:
-    """The provenance of any engine result, or None for plain values."""
-    if isinstance(value, Generation | Label | Embedding):
-        return value.provenance
-    if isinstance(value, ExtractedDict | ExtractedList):
-        return value.generation.provenance
-    return None
