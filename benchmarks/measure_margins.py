@@ -6,7 +6,7 @@
 2. Teacher-forced gaps under numeric perturbations that this one build can produce (flash
    attention, small batches, an f32 KV cache): decode greedily with the default settings, then
    re-score those tokens step by step with the perturbed settings. The cross-build numbers in
-   shared/notes/determinism.md (max 0.239 nats) are the other input; a build is not switchable
+   docs/determinism.md (max 0.239 nats) are the other input; a build is not switchable
    at run time, so they are not re-measured here.
 3. Embedding cosine similarity: mean-pooled embeddings under the same perturbations, against the
    similarity of different texts, to place the embedding threshold.
@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pytest_smallmodel.engine import LoadedModel, ModelHandle, ModelPool
+from pytest_smallmodel.engine import ModelHandle, ModelPool
 from pytest_smallmodel.settings import EngineSettings
+from pytest_smallmodel.worker import WorkerModel
 
 SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
@@ -106,7 +107,7 @@ def measure_tokens(path: Path, max_tokens: int) -> None:
 
     for label, overrides in PERTURBATIONS.items():
         settings = EngineSettings(**overrides)  # type: ignore[arg-type]
-        model: LoadedModel = pool.get(
+        model: WorkerModel = pool.get(
             name="smollm2", path=path, sha256=SHA256, settings=settings, embedding=False
         )
         started = time.perf_counter()
@@ -114,7 +115,7 @@ def measure_tokens(path: Path, max_tokens: int) -> None:
         diverged = 0
         worst = (0.0, "")
         for prompt, golden in zip(PROMPTS, generations, strict=True):
-            scored = model.score(golden.prompt_tokens, golden.tokens, top_k=5, grammar=None)
+            scored = model.score(golden.prompt_tokens, golden.tokens, top_k=5, schema=None)
             step_gaps = [s.gap for s in scored]
             gaps += step_gaps
             if any(g > 0 for g in step_gaps):
@@ -137,7 +138,7 @@ def measure_tokens(path: Path, max_tokens: int) -> None:
     for index, edited in EDITED.items():
         golden = generations[index]
         tokens = base.chat(chat(base, edited), max_tokens=1).prompt_tokens
-        scored = base._model.score(tokens, golden.tokens, top_k=5, grammar=None)
+        scored = base._model.score(tokens, golden.tokens, top_k=5, schema=None)
         gaps = [s.gap for s in scored]
         print(
             f"edited prompt {edited[:40]!r}: teacher-forcing the original output, max gap "

@@ -1,4 +1,4 @@
-"""``smallmodel``: lock, pull, verify and list the project's pinned model files.
+"""``smallmodel``: lock, pull, verify and list the project's pinned model files; ``doctor``.
 
 Exit codes: 0 ok, 1 a check failed (mismatch, missing file, stale lock, download failure),
 2 usage or configuration error. Expected errors print one message to stderr, never a traceback.
@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from pytest_smallmodel.chat_template import template_change
 from pytest_smallmodel.errors import ConfigError, LockError, SmallModelError, SourceError
 from pytest_smallmodel.lockfile import LOCK_VERSION, Lock, LockedModel, read_lock, write_lock
 from pytest_smallmodel.project import ModelSpec, Project, load_project
@@ -70,11 +71,15 @@ def _stale_reasons(project: Project, lock: Lock, names: Sequence[str]) -> list[s
         pin = lock.models.get(name)
         if pin is None:
             reasons.append(f"{name}: declared but not locked")
-        elif not is_pin_fresh(spec, pin):
+            continue
+        if not is_pin_fresh(spec, pin):
             reasons.append(
                 f"{name}: spec changed (locked {_format_source(pin.declared_source())}, "
                 f"declared {_format_source(spec.normalized_source())})"
             )
+        template = template_change(project, spec, pin.chat_template_file)
+        if template is not None:
+            reasons.append(f"{name}: {template}")
     return reasons
 
 
@@ -125,7 +130,11 @@ def lock(ctx: click.Context, names: tuple[str, ...], upgrade: bool, check: bool)
     failures: list[str] = []
     for name, spec in sorted(project.models.items()):
         kept = existing.models.get(name)
-        fresh = kept is not None and is_pin_fresh(spec, kept)
+        fresh = (
+            kept is not None
+            and is_pin_fresh(spec, kept)
+            and template_change(project, spec, kept.chat_template_file) is None
+        )
         if name not in targets or (fresh and not upgrade):
             if kept is not None:
                 pins[name] = kept
@@ -230,12 +239,38 @@ def verify(ctx: click.Context, names: tuple[str, ...], full: bool) -> None:
     failed = False
     for pin in pins:
         result = verify_model(project, pin, full=full, progress=True)
-        if result.ok:
+        spec = project.models.get(pin.name)
+        template = (
+            template_change(project, spec, pin.chat_template_file) if spec is not None else None
+        )
+        if result.ok and template is None:
             click.echo(f"{pin.name}: verified {pin.short_sha} {result.path}")
-        else:
+        elif not result.ok:
             click.echo(result.message, err=True)
             failed = True
+        if template is not None:
+            click.echo(f"{pin.name}: {template}: run `smallmodel lock`", err=True)
+            failed = True
     if failed:
+        ctx.exit(1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def doctor(ctx: click.Context, as_json: bool) -> None:
+    """Show the llama.cpp runtime and run every locked model present here in a separate process."""
+    project = _project(ctx)
+    from pytest_smallmodel.doctor import render_text, run_doctor
+
+    report = run_doctor(project)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    else:
+        click.echo(render_text(report))
+    if not report.ok:
         ctx.exit(1)
 
 

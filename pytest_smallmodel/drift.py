@@ -38,6 +38,7 @@ from pytest_smallmodel.results import (
     Step,
     TokenLogprob,
 )
+from pytest_smallmodel.settings import IMPLICIT_SETTINGS
 
 # Teacher-forced gaps measured on SmolLM2 Q4_1 (docs/drift.md): max 0.239 nats across two builds
 # (1,654 steps), 0.356 with flash attention toggled and 0.494 with an f32 KV cache (753 steps
@@ -381,6 +382,9 @@ class _Comparison:
     def _request_change_lines(self) -> list[str]:
         old = dict(self.golden.request or {})
         new = dict(self.current.request or {})
+        for request in (old, new):
+            if isinstance(request.get("settings"), Mapping):
+                request["settings"] = {**IMPLICIT_SETTINGS, **request["settings"]}
         # For chat the messages are the input; the rendered prompt derives from them and the runtime
         derived = {"prompt_tokens"} | (
             {"prompt"} if "messages" in old and "messages" in new else set()

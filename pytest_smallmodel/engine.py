@@ -1,39 +1,27 @@
-"""The deterministic engine: llama-cpp-python with greedy decoding and a fresh state for every call.
+"""The engine as a test sees it: ``ModelHandle`` and the pool of loaded models.
 
-Rules (each measured in shared/notes/determinism.md):
-- every call starts from an empty context (``reset()``): KV prefix reuse moves logits;
-- the prompt is evaluated in ``n_batch`` chunks, then one token per step, always the same path,
-  because batched teacher forcing is not equivalent to incremental decoding;
-- greedy choice is ``argmax`` over the raw logits (lowest id wins a tie), so no sampler, seed,
-  temperature or penalty can enter;
-- every setting that changes numbers is passed explicitly (``EngineSettings``).
+Each loaded model runs in an engine worker process (``worker.py``, ``runtime.py``), so a crash
+of llama.cpp fails one test and says why instead of ending the session. Determinism rules live
+with the runtime (``runtime.py``, docs/determinism.md).
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
-import math
-import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import jsonschema
-import numpy as np
-import numpy.typing as npt
 
 from pytest_smallmodel.errors import EngineError
-from pytest_smallmodel.fingerprint import model_fingerprint
 from pytest_smallmodel.result_cache import ResultCache, cache_key
 from pytest_smallmodel.results import (
     Embedding,
     ExtractedDict,
     ExtractedList,
     Extraction,
-    FinishReason,
     Generation,
     Label,
     Provenance,
@@ -43,350 +31,16 @@ from pytest_smallmodel.results import (
     Timings,
     TokenLogprob,
 )
-from pytest_smallmodel.settings import KV_CACHE_TYPES, POOLING_TYPES, EngineSettings
+from pytest_smallmodel.settings import EngineSettings
+from pytest_smallmodel.worker import WorkerModel
 
 Messages = Sequence[Mapping[str, Any]]
 _T = TypeVar("_T")
 PromptOrMessages = str | Messages
 
-_GGUF_MAGIC = b"GGUF"
-
 
 class ExtractionError(EngineError):
     """Constrained decoding produced something that is not valid against the schema."""
-
-
-def _logsumexp(logits: npt.NDArray[np.float32]) -> float:
-    """log(sum(exp(logits))): a token's logprob is its logit minus this (one pass, no copy kept)."""
-    peak = float(logits.max())
-    if not math.isfinite(peak):
-        return peak
-    return peak + math.log(float(np.exp(logits - peak).sum(dtype=np.float64)))
-
-
-class _GrammarMask:
-    """A llama.cpp grammar sampler used only to mask logits, so that the choice stays our argmax."""
-
-    _dtype = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
-
-    def __init__(self, vocab: Any, gbnf: str, n_vocab: int) -> None:
-        import llama_cpp
-
-        self._lib = llama_cpp
-        self._sampler = llama_cpp.llama_sampler_init_grammar(vocab, gbnf.encode(), b"root")
-        if not self._sampler:
-            raise EngineError(f"llama.cpp rejected the grammar built from the schema:\n{gbnf}")
-        self._data = np.zeros(n_vocab, dtype=self._dtype)
-        self._data["id"] = np.arange(n_vocab, dtype=np.int32)
-
-    def mask(self, logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        self._data["logit"] = logits
-        self._data["p"] = 0.0
-        array = self._lib.llama_token_data_array(
-            data=self._data.ctypes.data_as(ctypes.POINTER(self._lib.llama_token_data)),
-            size=len(self._data),
-            selected=-1,
-            sorted=False,
-        )
-        self._lib.llama_sampler_apply(self._sampler, ctypes.byref(array))
-        return np.array(self._data["logit"], dtype=np.float32)
-
-    def accept(self, token: int) -> None:
-        self._lib.llama_sampler_accept(self._sampler, token)
-
-    def close(self) -> None:
-        if self._sampler:
-            self._lib.llama_sampler_free(self._sampler)
-            self._sampler = None
-
-
-def check_gguf(path: Path) -> None:
-    """Fail early, naming the file, for what llama.cpp would reject with a bare 'failed to load'."""
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(4)
-    except OSError as error:
-        raise EngineError(f"cannot read model file {path}: {error.strerror}") from None
-    if head != _GGUF_MAGIC:
-        raise EngineError(
-            f"{path} is not a GGUF file (magic {head!r}, expected b'GGUF'): "
-            "lock a .gguf model file and run `smallmodel pull`"
-        )
-
-
-@dataclass
-class ModelStats:
-    load_seconds: float = 0.0
-    calls: int = 0
-    cached_calls: int = 0
-    generated_tokens: int = 0
-    decode_seconds: float = 0.0
-
-
-class LoadedModel:
-    """One ``Llama`` for one (file, load settings); not thread-safe, so calls are serialised."""
-
-    def __init__(
-        self, *, name: str, path: Path, sha256: str, settings: EngineSettings, embedding: bool
-    ) -> None:
-        check_gguf(path)
-        import llama_cpp
-
-        self.name = name
-        self.path = path
-        self.sha256 = sha256
-        self.settings = settings
-        self.embedding = embedding
-        self.stats = ModelStats()
-        self._lock = threading.Lock()
-        started = time.perf_counter()
-        threads = settings.threads()
-        try:
-            self._llama: Any = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=settings.n_ctx,
-                n_batch=settings.n_batch,
-                n_ubatch=settings.n_ubatch,
-                n_threads=threads,
-                n_threads_batch=threads,
-                flash_attn=settings.flash_attn,
-                type_k=KV_CACHE_TYPES[settings.type_k],
-                type_v=KV_CACHE_TYPES[settings.type_v],
-                n_gpu_layers=settings.n_gpu_layers,
-                seed=settings.seed,
-                embedding=embedding,
-                pooling_type=POOLING_TYPES[settings.pooling],
-                logits_all=False,
-                verbose=False,
-            )
-        except (ValueError, RuntimeError) as error:
-            raise EngineError(
-                f"llama.cpp could not load {path} ({error}): the file may be truncated or "
-                "corrupt; run `smallmodel verify` and `smallmodel pull`"
-            ) from None
-        self.stats.load_seconds = time.perf_counter() - started
-        self._vocab = self._llama._model.vocab
-        self.n_vocab = int(self._llama.n_vocab())
-        self.fingerprint = model_fingerprint(
-            model=name, sha256=sha256, numeric_settings=settings.numeric(), n_threads=threads
-        )
-        self._piece_cache: dict[int, str] = {}
-
-    # -- tokens -------------------------------------------------------------------------------
-
-    def tokenize(self, text: str, *, add_bos: bool = True, special: bool = False) -> list[int]:
-        return list(self._llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
-
-    def detokenize(self, tokens: Sequence[int]) -> str:
-        return bytes(self._llama.detokenize(list(tokens))).decode("utf-8", errors="replace")
-
-    def piece(self, token: int) -> str:
-        """The text of one token (special tokens shown as their markup, e.g. ``<|im_end|>``)."""
-        cached = self._piece_cache.get(token)
-        if cached is None:
-            raw = self._llama.detokenize([token], special=True)
-            cached = bytes(raw).decode("utf-8", errors="backslashreplace")
-            self._piece_cache[token] = cached
-        return cached
-
-    def is_end(self, token: int) -> bool:
-        import llama_cpp
-
-        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
-
-    @property
-    def chat_template(self) -> str | None:
-        template = self._llama.metadata.get("tokenizer.chat_template")
-        return str(template) if template else None
-
-    # -- evaluation ---------------------------------------------------------------------------
-
-    def _start(self, prompt_tokens: Sequence[int]) -> npt.NDArray[np.float32]:
-        """Fresh context, evaluate the prompt, return the next-token logits."""
-        if not prompt_tokens:
-            raise EngineError("the prompt is empty after tokenization: give the model some text")
-        if len(prompt_tokens) >= self.settings.n_ctx:
-            raise EngineError(
-                f"the prompt is {len(prompt_tokens)} tokens but the context is "
-                f"n_ctx={self.settings.n_ctx}: shorten the prompt or raise n_ctx "
-                "(in [tool.smallmodel.settings], the model's spec, or the marker)"
-            )
-        self._llama.reset()
-        self._llama.eval(list(prompt_tokens))
-        return self._logits()
-
-    def _advance(self, token: int) -> npt.NDArray[np.float32]:
-        self._llama.eval([token])
-        return self._logits()
-
-    def _logits(self) -> npt.NDArray[np.float32]:
-        raw = self._llama._ctx.get_logits()
-        return np.array(np.ctypeslib.as_array(raw, shape=(self.n_vocab,)), dtype=np.float32)
-
-    def _top(
-        self, logits: npt.NDArray[np.float32], logsumexp: float, k: int
-    ) -> tuple[TokenLogprob, ...]:
-        """The k best tokens, best first; argmax takes the lowest id among equal logits, so ties
-        list the same way everywhere. k argmax passes beat a partition of the whole vocabulary."""
-        remaining = logits.copy()
-        top = []
-        for _ in range(min(k, len(remaining))):
-            token = int(remaining.argmax())
-            logit = float(remaining[token])
-            if not math.isfinite(logit):
-                break
-            top.append(TokenLogprob(token, self.piece(token), logit - logsumexp))
-            remaining[token] = -np.inf
-        return tuple(top)
-
-    def decode(
-        self,
-        prompt_tokens: Sequence[int],
-        *,
-        max_tokens: int,
-        stop: Sequence[str],
-        top_k: int,
-        grammar: str | None = None,
-    ) -> tuple[list[Step], FinishReason, Timings]:
-        """Greedy decoding from ``prompt_tokens``; ``grammar`` (GBNF) restricts the choices."""
-        if max_tokens <= 0:
-            raise EngineError(f"max_tokens must be positive, got {max_tokens}")
-        with self._lock:
-            mask = _GrammarMask(self._vocab, grammar, self.n_vocab) if grammar else None
-            try:
-                return self._decode_locked(prompt_tokens, max_tokens, stop, top_k, mask)
-            finally:
-                if mask:
-                    mask.close()
-
-    def _decode_locked(
-        self,
-        prompt_tokens: Sequence[int],
-        max_tokens: int,
-        stop: Sequence[str],
-        top_k: int,
-        mask: _GrammarMask | None,
-    ) -> tuple[list[Step], FinishReason, Timings]:
-        started = time.perf_counter()
-        logits = self._start(prompt_tokens)
-        prompt_done = time.perf_counter()
-        steps: list[Step] = []
-        finish: FinishReason = "length"
-        room = self.settings.n_ctx - len(prompt_tokens)
-        for _ in range(min(max_tokens, room)):
-            # Under a grammar, logprobs are over the allowed tokens: what decided the choice.
-            allowed = logits if mask is None else mask.mask(logits)
-            token = int(allowed.argmax())
-            if not math.isfinite(allowed[token]):
-                raise EngineError("the grammar allows no token at this point of the output")
-            logsumexp = _logsumexp(allowed)
-            steps.append(
-                Step(
-                    token,
-                    self.piece(token),
-                    float(allowed[token]) - logsumexp,
-                    self._top(allowed, logsumexp, top_k),
-                )
-            )
-            if mask is not None:
-                mask.accept(token)
-            if self.is_end(token) or (stop and _hits_stop(self, steps, stop)):
-                finish = "stop"
-                break
-            if len(steps) < max_tokens and len(prompt_tokens) + len(steps) < self.settings.n_ctx:
-                logits = self._advance(token)
-        finished = time.perf_counter()
-        timings = Timings(
-            prompt_ms=(prompt_done - started) * 1000,
-            decode_ms=(finished - prompt_done) * 1000,
-            generated_tokens=len(steps),
-        )
-        self.stats.calls += 1
-        self.stats.generated_tokens += len(steps)
-        self.stats.decode_seconds += finished - prompt_done
-        return steps, finish, timings
-
-    def score(
-        self,
-        prompt_tokens: Sequence[int],
-        tokens: Sequence[int],
-        *,
-        top_k: int,
-        grammar: str | None,
-    ) -> list[ScoredStep]:
-        """Teacher forcing on the generation path: how this runtime rates each given token."""
-        with self._lock:
-            mask = _GrammarMask(self._vocab, grammar, self.n_vocab) if grammar else None
-            try:
-                scored: list[ScoredStep] = []
-                logits = self._start(prompt_tokens)
-                for index, token in enumerate(tokens):
-                    allowed = logits if mask is None else mask.mask(logits)
-                    logsumexp = _logsumexp(allowed)
-                    best = int(allowed.argmax())
-                    scored.append(
-                        ScoredStep(
-                            index=index,
-                            golden=TokenLogprob(
-                                token, self.piece(token), float(allowed[token]) - logsumexp
-                            ),
-                            best=TokenLogprob(
-                                best, self.piece(best), float(allowed[best]) - logsumexp
-                            ),
-                            top=self._top(allowed, logsumexp, top_k),
-                        )
-                    )
-                    if not math.isfinite(allowed[token]):
-                        break  # the grammar forbids the golden token: nothing later is comparable
-                    if mask is not None:
-                        mask.accept(token)
-                    if index + 1 < len(tokens):
-                        logits = self._advance(token)
-                return scored
-            finally:
-                if mask:
-                    mask.close()
-
-    def continuation_logprob(
-        self, prompt_tokens: Sequence[int], continuation: Sequence[int]
-    ) -> float:
-        """Sum of the logprobs of ``continuation`` after the prompt, on the incremental path."""
-        with self._lock:
-            logits = self._start(prompt_tokens)
-            total = 0.0
-            for index, token in enumerate(continuation):
-                total += float(logits[token]) - _logsumexp(logits)
-                if index + 1 < len(continuation):
-                    logits = self._advance(token)
-            return total
-
-    def embed(self, text: str) -> list[float]:
-        if not self.embedding:
-            raise EngineError(
-                f"model {self.name!r} is not declared as an embedding model: "
-                "add `embedding = true` to its spec in [tool.smallmodel.models]"
-            )
-        with self._lock:
-            self._llama.reset()
-            vector = self._llama.embed(text, normalize=False, truncate=False)
-            self._llama.reset()
-        if vector and isinstance(vector[0], list):  # per-token embeddings: no pooling in the model
-            raise EngineError(
-                f"model {self.name!r} returns per-token embeddings (its GGUF sets no pooling): "
-                "set pooling = 'mean' (or 'cls', 'last') in its settings"
-            )
-        return [float(x) for x in vector]
-
-    def close(self) -> None:
-        llama = getattr(self, "_llama", None)
-        if llama is not None:
-            llama.close()
-            self._llama = None
-
-
-def _hits_stop(model: LoadedModel, steps: Sequence[Step], stop: Sequence[str]) -> bool:
-    text = model.detokenize([s.token for s in steps])
-    return any(s in text for s in stop)
 
 
 def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -398,21 +52,33 @@ def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
 class ModelPool:
     """This process's loaded models, one per (sha256, load settings, embedding)."""
 
-    _models: dict[tuple[Any, ...], LoadedModel] = field(default_factory=dict)
+    _models: dict[tuple[Any, ...], WorkerModel] = field(default_factory=dict)
 
     def get(
-        self, *, name: str, path: Path, sha256: str, settings: EngineSettings, embedding: bool
-    ) -> LoadedModel:
-        key = (sha256, settings.load_key(), embedding)
+        self,
+        *,
+        name: str,
+        path: Path,
+        sha256: str,
+        settings: EngineSettings,
+        embedding: bool,
+        chat_template: str | None = None,
+    ) -> WorkerModel:
+        key = (sha256, settings.load_key(), embedding, chat_template)
         model = self._models.get(key)
         if model is None:
-            model = LoadedModel(
-                name=name, path=path, sha256=sha256, settings=settings, embedding=embedding
+            model = WorkerModel(
+                name=name,
+                path=path,
+                sha256=sha256,
+                settings=settings,
+                embedding=embedding,
+                chat_template=chat_template,
             )
             self._models[key] = model
         return model
 
-    def __iter__(self) -> Iterator[LoadedModel]:
+    def __iter__(self) -> Iterator[WorkerModel]:
         return iter(list(self._models.values()))
 
     def close(self) -> None:
@@ -425,7 +91,7 @@ class ModelHandle:
     """What a test gets from the ``model`` fixture."""
 
     def __init__(
-        self, model: LoadedModel, settings: EngineSettings, cache: ResultCache | None = None
+        self, model: WorkerModel, settings: EngineSettings, cache: ResultCache | None = None
     ) -> None:
         self._model = model
         self.settings = settings
@@ -442,6 +108,12 @@ class ModelHandle:
     def fingerprint(self) -> Mapping[str, Any]:
         return self._model.fingerprint
 
+    @property
+    def worker_pid(self) -> int | None:
+        """The process id of the engine worker running this model (None between a crash and
+        the next call, which starts a fresh worker)."""
+        return self._model.pid
+
     # -- prompts ------------------------------------------------------------------------------
 
     def tokenize(self, text: str) -> list[int]:
@@ -451,14 +123,6 @@ class ModelHandle:
         return self._model.detokenize(ids)
 
     def render_chat(self, messages: Messages) -> str:
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        template = self._model.chat_template
-        if template is None:
-            raise EngineError(
-                f"model {self.name!r} has no chat template in its GGUF "
-                "(tokenizer.chat_template): use generate() with a plain prompt"
-            )
         if not messages:
             raise EngineError("chat() needs at least one message")
         for index, message in enumerate(messages):
@@ -471,15 +135,7 @@ class ModelHandle:
                     f"chat message {index} must be a mapping with 'role' and 'content', "
                     f"got {message!r}"
                 )
-        llama = self._model._llama
-        formatter = Jinja2ChatFormatter(
-            template=template,
-            eos_token=self._model.piece(llama.token_eos()),
-            bos_token=self._model.piece(llama.token_bos()),
-            add_generation_prompt=True,
-        )
-        rendered = formatter(messages=[dict(m) for m in messages])  # type: ignore[misc]
-        return str(rendered.prompt)
+        return self._model.render_chat(messages)
 
     def _prompt(
         self, prompt_or_messages: PromptOrMessages
@@ -487,11 +143,9 @@ class ModelHandle:
         if isinstance(prompt_or_messages, str):
             return prompt_or_messages, self.tokenize(prompt_or_messages), None
         rendered = self.render_chat(prompt_or_messages)
-        bos = self._model.piece(self._model._llama.token_bos())
+        info = self._model.info
         # The template writes special tokens as text; add BOS only if it did not write one.
-        add_bos = bool(self._model._llama._model.add_bos_token()) and not (
-            bos and rendered.startswith(bos)
-        )
+        add_bos = info.add_bos and not (info.bos_text and rendered.startswith(info.bos_text))
         tokens = self._model.tokenize(rendered, add_bos=add_bos, special=True)
         return rendered, tokens, prompt_or_messages
 
@@ -505,9 +159,12 @@ class ModelHandle:
         )
 
     def _score(self, request: Request, tokens: Sequence[int]) -> list[ScoredStep]:
-        grammar = _schema_grammar(request.schema) if request.schema is not None else None
         return self._model.score(
-            request.prompt_tokens, tokens, top_k=self.settings.top_logprobs, grammar=grammar
+            request.prompt_tokens,
+            tokens,
+            top_k=self.settings.top_logprobs,
+            schema=request.schema,
+            timeout=self.settings.timeout,
         )
 
     # -- requests -----------------------------------------------------------------------------
@@ -554,13 +211,13 @@ class ModelHandle:
         cached = self._cached(key, from_cache)
         if cached is not None:
             return cached
-        grammar = _schema_grammar(schema) if schema is not None else None
         steps, finish, timings = self._model.decode(
             tokens,
             max_tokens=max_tokens,
             stop=stops,
             top_k=self.settings.top_logprobs,
-            grammar=grammar,
+            schema=schema,
+            timeout=self.settings.timeout,
         )
         ids = [s.token for s in steps]
         text_ids = ids[:-1] if finish == "stop" and ids and self._model.is_end(ids[-1]) else ids
@@ -687,7 +344,9 @@ class ModelHandle:
             return cached
         logprobs = {
             label: self._model.continuation_logprob(
-                tokens, self._model.tokenize(label, add_bos=False, special=False)
+                tokens,
+                self._model.tokenize(label, add_bos=False, special=False),
+                timeout=self.settings.timeout,
             )
             for label in labels
         }
@@ -709,7 +368,7 @@ class ModelHandle:
         if cached is not None:
             vector = Embedding(cached)
         else:
-            vector = Embedding(self._model.embed(text))
+            vector = Embedding(self._model.embed(text, timeout=self.settings.timeout))
             self._model.stats.calls += 1
             self._store(key, {"vector": list(vector)})
         vector.provenance = self._provenance(request)
@@ -742,12 +401,3 @@ def _check_schema(schema: Mapping[str, Any]) -> None:
     except jsonschema.SchemaError as error:
         path = "/".join(map(str, error.absolute_path)) or "(root)"
         raise EngineError(f"invalid JSON Schema at {path}: {error.message}") from None
-
-
-def _schema_grammar(schema: Mapping[str, Any]) -> str:
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-    try:
-        return str(json_schema_to_gbnf(json.dumps(dict(schema))))
-    except Exception as error:  # the converter raises bare Exceptions for unsupported keywords
-        raise EngineError(f"cannot build a grammar from the JSON Schema: {error}") from None

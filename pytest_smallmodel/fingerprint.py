@@ -1,8 +1,9 @@
 """The environment fingerprint: a JSON record of what, besides the request, can change tokens.
 
-Measured (shared/notes/determinism.md): the llama.cpp build (its compiled SIMD features), the
-runtime version, the hardware and backend, and the numeric settings all move logits; thread count
-does not. Drift reports name the fields that differ between a golden and the current run.
+Measured (docs/determinism.md): the llama.cpp build (its compiled SIMD features), the runtime
+version, the hardware and backend, weight repacking and the numeric settings all move logits;
+thread count does not. Drift reports name the fields that differ between a golden and the
+current run.
 """
 
 from __future__ import annotations
@@ -15,10 +16,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pytest_smallmodel.settings import IMPLICIT_SETTINGS
+
 FINGERPRINT_VERSION = 1
 
 # Fields recorded for the reader but known not to change tokens: ignored when deciding drift.
 INFORMATIONAL_FIELDS: frozenset[str] = frozenset({"n_threads"})
+
+# Fields recorded only since they were added, with the value every earlier run had: a golden
+# without them was made with that value, so their absence is not a difference.
+IMPLICIT_FIELDS: Mapping[str, Any] = {
+    "repack": True,
+    **{f"settings.{name}": value for name, value in IMPLICIT_SETTINGS.items()},
+}
 
 # CPU flags that select llama.cpp/ggml kernels; the rest of /proc/cpuinfo's flags are noise here.
 _KERNEL_FLAG_RE = re.compile(
@@ -52,7 +62,8 @@ def _loaded_llama_libraries() -> list[Path]:
     return sorted(found)
 
 
-def _cpu() -> dict[str, Any]:
+def cpu_facts() -> dict[str, Any]:
+    """CPU model and the kernel-selecting flags (no llama.cpp needed)."""
     model = platform.processor() or platform.machine()
     flags: list[str] = []
     cpuinfo = Path("/proc/cpuinfo")
@@ -102,7 +113,7 @@ def runtime_fingerprint() -> dict[str, Any]:
         "llama_cpp_python": llama_cpp.__version__,
         "libraries": {p.name: _sha256_file(p) for p in _loaded_llama_libraries()},
         "system_info": system_info,
-        "cpu": _cpu(),
+        "cpu": cpu_facts(),
         "os": platform.system(),
         "arch": platform.machine(),
         "python": platform.python_version(),
@@ -112,7 +123,12 @@ def runtime_fingerprint() -> dict[str, Any]:
 
 
 def model_fingerprint(
-    *, model: str, sha256: str, numeric_settings: Mapping[str, Any], n_threads: int
+    *,
+    model: str,
+    sha256: str,
+    numeric_settings: Mapping[str, Any],
+    n_threads: int,
+    repack: bool,
 ) -> dict[str, Any]:
     runtime = runtime_fingerprint()
     offloading = numeric_settings.get("n_gpu_layers", 0) != 0 and runtime["gpu_offload_supported"]
@@ -123,6 +139,7 @@ def model_fingerprint(
         **runtime,
         "backend": _backend_name(runtime["system_info"]) if offloading else "CPU",
         "settings": dict(sorted(numeric_settings.items())),
+        "repack": repack,
         "n_threads": n_threads,
     }
 
@@ -150,7 +167,8 @@ def differences(
     recorded: Mapping[str, Any], current: Mapping[str, Any]
 ) -> list[tuple[str, Any, Any]]:
     """Fields that can change tokens and differ: ``(path, recorded, current)``, sorted by path."""
-    old, new = flatten(recorded), flatten(current)
+    old = {**IMPLICIT_FIELDS, **flatten(recorded)}
+    new = {**IMPLICIT_FIELDS, **flatten(current)}
     changed = []
     for path in sorted(set(old) | set(new)):
         if path.split(".")[0] in INFORMATIONAL_FIELDS:

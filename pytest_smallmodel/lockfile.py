@@ -55,6 +55,8 @@ class LockedModel:
     file_type: str | None = None
     context_length: int | None = None
     chat_template_sha256: str | None = None
+    # A template file from the spec (chat_template = "..."): {"path": ..., "sha256": ...}.
+    chat_template_file: Mapping[str, str] | None = None
 
     @property
     def short_sha(self) -> str:
@@ -140,8 +142,15 @@ def parse_lock(text: str, path: Path) -> Lock:
             file_type=entry.get("file_type"),
             context_length=entry.get("context_length"),
             chat_template_sha256=entry.get("chat_template_sha256"),
+            chat_template_file=_template_entry(entry.get("chat_template_file")),
         )
     return Lock(version=document["version"], models=MappingProxyType(dict(sorted(models.items()))))
+
+
+def _template_entry(raw: Mapping[str, str] | None) -> Mapping[str, str] | None:
+    if raw is None:
+        return None
+    return MappingProxyType({"path": raw["path"], "sha256": raw["sha256"]})
 
 
 def _validate(document: dict[str, Any], path: Path, fix: str) -> None:
@@ -191,6 +200,11 @@ def render_lock(lock: Lock) -> str:
             value = getattr(model, key)
             if value is not None:
                 entry[key] = value
+        if model.chat_template_file is not None:
+            entry["chat_template_file"] = {
+                "path": model.chat_template_file["path"],
+                "sha256": model.chat_template_file["sha256"],
+            }
         ordered = sorted(model.source.items(), key=lambda item: _source_key_rank(item[0]))
         entry["source"] = dict(ordered)
         entries.append(entry)

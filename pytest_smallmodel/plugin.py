@@ -77,13 +77,17 @@ class ModelUsage:
     name: str
     short_sha: str
     load_seconds: float = 0.0
+    worker_start_seconds: float = 0.0
     calls: int = 0
     cached_calls: int = 0
     generated_tokens: int = 0
     decode_seconds: float = 0.0
+    crashes: int = 0
 
     def add(self, other: ModelUsage) -> None:
         self.load_seconds += other.load_seconds
+        self.worker_start_seconds += other.worker_start_seconds
+        self.crashes += other.crashes
         self.calls += other.calls
         self.cached_calls += other.cached_calls
         self.generated_tokens += other.generated_tokens
@@ -176,10 +180,12 @@ class SmallModelSession:
                 name=model.name,
                 short_sha=model.sha256[:8],
                 load_seconds=stats.load_seconds,
+                worker_start_seconds=stats.worker_start_seconds,
                 calls=stats.calls,
                 cached_calls=stats.cached_calls,
                 generated_tokens=stats.generated_tokens,
                 decode_seconds=stats.decode_seconds,
+                crashes=stats.crashes,
             )
 
     def close(self) -> None:
@@ -311,10 +317,12 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     for item in usage:
         speed = item.generated_tokens / item.decode_seconds if item.decode_seconds > 0 else 0.0
         cached = f", {item.cached_calls} cached" if item.cached_calls else ""
+        crashes = f", {item.crashes} worker crash(es)" if item.crashes else ""
         terminalreporter.write_line(
-            f"{item.name}@{item.short_sha}: loaded in {item.load_seconds:.2f}s, "
+            f"{item.name}@{item.short_sha}: loaded in {item.load_seconds:.2f}s "
+            f"incl. worker start {item.worker_start_seconds:.2f}s, "
             f"{item.calls} calls{cached}, {item.generated_tokens} tokens generated, "
-            f"{speed:.1f} tokens/s"
+            f"{speed:.1f} tokens/s{crashes}"
         )
     for line in drift_lines:
         terminalreporter.write_line(line)

@@ -52,7 +52,7 @@ REQUIRED_SOURCE_KEYS: Mapping[SourceKind, frozenset[str]] = MappingProxyType(
         "package": frozenset({"package", "file"}),
     }
 )
-NON_SOURCE_SPEC_KEYS: frozenset[str] = frozenset({"settings", "embedding"})
+NON_SOURCE_SPEC_KEYS: frozenset[str] = frozenset({"settings", "embedding", "chat_template"})
 DEFAULT_HF_REVISION = "main"
 CACHE_DIR_ENV = "SMALLMODEL_CACHE_DIR"
 CACHE_APP_NAME = "pytest-smallmodel"
@@ -69,6 +69,7 @@ class ModelSpec:
     source: Mapping[str, str]
     settings: Mapping[str, Any]
     embedding: bool
+    chat_template: str | None = None
 
     @property
     def is_glob(self) -> bool:
@@ -238,12 +239,21 @@ def _parse_spec(pyproject: Path, name: object, raw: object) -> ModelSpec:
     embedding = raw.get("embedding", False)
     if not isinstance(embedding, bool):
         raise ConfigError(f"{where}: embedding must be true or false (got {embedding!r}).")
+    chat_template = raw.get("chat_template")
+    if chat_template is not None:
+        if not isinstance(chat_template, str) or not chat_template:
+            raise ConfigError(
+                f"{where}: chat_template must be the path of a Jinja template file relative to "
+                f"the project root (got {chat_template!r})."
+            )
+        check_relative_path(where, "chat_template", chat_template)
     return ModelSpec(
         name=name,
         kind=kind,
         source=MappingProxyType(source),
         settings=MappingProxyType(cast(dict[str, Any], settings)),
         embedding=embedding,
+        chat_template=chat_template,
     )
 
 

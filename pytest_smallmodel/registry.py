@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_smallmodel.chat_template import load_template
 from pytest_smallmodel.engine import ModelHandle, ModelPool
 from pytest_smallmodel.errors import ConfigError, LockError, VerificationError
 from pytest_smallmodel.hashing import Verification
@@ -158,6 +159,7 @@ class ModelRegistry:
             sha256=locked.sha256,
             settings=settings,
             embedding=bool(spec and spec.embedding),
+            chat_template=load_template(self.project, locked.name, locked.chat_template_file),
         )
         self.used[locked.name] = locked
         return ModelHandle(loaded, settings, self.result_cache)

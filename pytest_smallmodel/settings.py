@@ -33,7 +33,11 @@ POOLING_TYPES: Mapping[str, int] = {"model": -1, "none": 0, "mean": 1, "cls": 2,
 @dataclass(frozen=True)
 class EngineSettings:
     """Load and decode settings. Defaults are fixed values, never derived from the machine,
-    except ``n_threads`` which measurably does not change the numbers (shared/notes/determinism.md).
+    except ``n_threads`` which measurably does not change the numbers (docs/determinism.md).
+
+    ``repack`` and ``timeout`` are not part of a request: the effective ``repack`` is a runtime
+    fact recorded in the fingerprint (changing it is drift judged in tolerance mode), and
+    ``timeout`` only bounds how long a call may run.
     """
 
     n_ctx: int = 2048
@@ -47,6 +51,9 @@ class EngineSettings:
     top_logprobs: int = 5
     n_threads: int | None = None
     pooling: str = "model"
+    swa_full: bool = True
+    repack: str | bool = "auto"
+    timeout: float = 600.0
 
     def numeric(self) -> dict[str, Any]:
         """The settings that can change tokens: recorded in requests, goldens and cache keys.
@@ -57,12 +64,15 @@ class EngineSettings:
         del values["n_threads"]
         del values["top_logprobs"]
         del values["pooling"]
+        del values["repack"]
+        del values["timeout"]
         return values
 
     def load_key(self) -> tuple[Any, ...]:
         """What a loaded ``Llama`` object depends on: models are shared per (sha256, load_key)."""
         values = asdict(self)
         del values["top_logprobs"]
+        del values["timeout"]
         return tuple(sorted(values.items()))
 
     def threads(self) -> int:
@@ -70,6 +80,10 @@ class EngineSettings:
 
 
 SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in fields(EngineSettings))
+
+# Settings recorded only since they were added, with the value llama.cpp used before: a golden
+# without them was made with that value, so it is not a changed request.
+IMPLICIT_SETTINGS: Mapping[str, Any] = {"swa_full": True}
 
 
 def default_threads() -> int:
@@ -101,7 +115,15 @@ def _check_value(name: str, value: Any, where: str) -> Any:
     def fail(expected: str) -> ConfigError:
         return ConfigError(f"{where}: setting {name!r} = {value!r} is invalid: expected {expected}")
 
-    if name in ("flash_attn",):
+    if name == "repack":
+        if not (value == "auto" or isinstance(value, bool)):
+            raise fail('"auto", true or false')
+        return value
+    if name == "timeout":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise fail("a number of seconds > 0")
+        return float(value)
+    if name in ("flash_attn", "swa_full"):
         if not isinstance(value, bool):
             raise fail("true or false")
         return value

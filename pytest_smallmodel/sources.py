@@ -19,6 +19,7 @@ the final path. ``HF_TOKEN`` is sent to the Hub only, as a Bearer header, and ne
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fnmatch
 import hashlib
 import http.client
@@ -36,6 +37,7 @@ from urllib.parse import quote, urlparse
 
 from pytest_smallmodel import __version__
 from pytest_smallmodel.atomic import atomic_target
+from pytest_smallmodel.chat_template import pin_template
 from pytest_smallmodel.errors import SourceError
 from pytest_smallmodel.gguf_info import GGUFFacts, read_facts, read_facts_from_stream
 from pytest_smallmodel.hashing import (
@@ -75,15 +77,18 @@ def is_pin_fresh(spec: ModelSpec, locked: LockedModel) -> bool:
 
 def resolve_model(project: Project, spec: ModelSpec, *, progress: bool = False) -> LockedModel:
     """Resolve a spec's moving parts and compute its pin (network for hf and url)."""
+    template = pin_template(project, spec)  # a bad template path fails before any download
+    pin: LockedModel
     match spec.kind:
         case "hf":
-            return _resolve_hf(spec)
+            pin = _resolve_hf(spec)
         case "url":
-            return _resolve_url(project, spec, progress=progress)
+            pin = _resolve_url(project, spec, progress=progress)
         case "path":
-            return _resolve_path(project, spec, progress=progress)
+            pin = _resolve_path(project, spec, progress=progress)
         case "package":
-            return _resolve_package(project, spec, progress=progress)
+            pin = _resolve_package(project, spec, progress=progress)
+    return dataclasses.replace(pin, chat_template_file=template)
 
 
 def _pin(

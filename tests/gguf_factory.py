@@ -54,3 +54,52 @@ def write_tiny_gguf(
     finally:
         writer.close()
     return path
+
+
+def copy_gguf(
+    source: Path,
+    target: Path,
+    *,
+    remove: tuple[str, ...] = (),
+    replace_tensors: dict[str, float] | None = None,
+) -> Path:
+    """Rewrite a real GGUF with the gguf package: drop metadata keys, or fill F32 tensors.
+
+    ``replace_tensors`` maps a tensor name to a value written into every element (for example
+    ``{"output_norm.weight": float("nan")}`` makes a model whose logits are NaN).
+    """
+    reader = gguf.GGUFReader(str(source))
+    writer = gguf.GGUFWriter(str(target), arch=_field(reader, "general.architecture"))
+    alignment = _field(reader, "general.alignment")
+    if alignment is not None:
+        writer.data_alignment = alignment
+    for field in reader.fields.values():
+        if field.name == "general.architecture" or field.name.startswith("GGUF."):
+            continue
+        if field.name in remove:
+            continue
+        value_type = field.types[0]
+        sub_type = field.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), value_type, sub_type=sub_type)
+    fills = replace_tensors or {}
+    tensors = []
+    for tensor in reader.tensors:
+        data = tensor.data
+        if tensor.name in fills:
+            if tensor.tensor_type != gguf.GGMLQuantizationType.F32:
+                raise ValueError(f"{tensor.name} is not F32")
+            data = np.full_like(data, fills[tensor.name])
+        tensors.append(data)
+        writer.add_tensor_info(tensor.name, data.shape, data.dtype, data.nbytes, tensor.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for data in tensors:
+        writer.write_tensor_data(data, tensor_endianess=reader.endianess)
+    writer.close()
+    return target
+
+
+def _field(reader: gguf.GGUFReader, key: str) -> object:
+    field = reader.get_field(key)
+    return field.contents() if field else None

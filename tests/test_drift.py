@@ -432,7 +432,7 @@ def _forced_golden(handle: Any, live: Generation, step: int, token: int) -> Gene
     continuation, finish, _ = model.decode(
         [*request.prompt_tokens, *prefix], max_tokens=MAX_TOKENS - len(prefix), stop=(), top_k=5
     )
-    forced = model.score(request.prompt_tokens, prefix, top_k=5, grammar=None)[step]
+    forced = model.score(request.prompt_tokens, prefix, top_k=5, schema=None)[step]
     steps = [
         *live.steps[:step],
         Step(token, forced.golden.text, forced.golden.logprob, forced.top),

