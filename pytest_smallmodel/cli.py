@@ -1,7 +1,8 @@
 """``smallmodel``: lock, pull, verify and list the project's pinned model files.
 
 Exit codes: 0 ok, 1 a check failed (mismatch, missing file, stale lock, download failure),
-2 usage or configuration error. Expected errors print one message to stderr, never a traceback.
+2 usage, configuration or file-system error (full disk, read-only, permissions). Expected errors
+print one message to stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -262,7 +263,10 @@ def list_models(ctx: click.Context) -> None:
         if pin is None:
             rows.append((name, "-", "-", "-", "not locked"))
             continue
-        status: str = verify_model(project, pin).status
+        try:
+            status: str = verify_model(project, pin).status
+        except SmallModelError:  # unreadable, a directory, a link out: `verify NAME` says which
+            status = f"error (see `smallmodel verify {name}`)"
         if spec is None:
             status += " (not declared)"
         elif not is_pin_fresh(spec, pin):

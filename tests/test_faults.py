@@ -248,6 +248,14 @@ def test_file_system_faults_are_one_message_and_exit_2(
     assert done.returncode == 2, done.stderr
     assert f"cannot read model 'local' at {local}: permission denied" in done.stderr
     assert "Traceback" not in done.stderr and done.stderr.count("error:") == 1
+    listing = subprocess.run(
+        [*AS_PLAIN_USER, *SMALLMODEL, "--project", str(root), "list"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert listing.returncode == 0, listing.stderr
+    assert "error (see `smallmodel verify local`)" in listing.stdout
 
 
 # -- silent acceptance -----------------------------------------------------------------------------
