@@ -21,12 +21,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_run import run
+from click.testing import Result
 from gguf_factory import write_tiny_gguf
 from hub_server import FakeHub, Fault
 from real_model import SMOLLM2_DISTRIBUTION, SMOLLM2_FILE, smollm2_path
-
-from pytest_smallmodel.cli import main
 
 MakeProject = Callable[..., Path]
 SMALLMODEL = [sys.executable, "-m", "pytest_smallmodel.cli"]
@@ -34,14 +33,6 @@ SMALLMODEL = [sys.executable, "-m", "pytest_smallmodel.cli"]
 # permissions apply as they do to any user.
 _NO_DAC = "-dac_override,-dac_read_search"
 AS_PLAIN_USER = ["setpriv", "--bounding-set", _NO_DAC, "--inh-caps", _NO_DAC]
-
-
-def run(root: Path, *args: str) -> Result:
-    result = CliRunner().invoke(main, ["--project", str(root), *args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert "Traceback" not in result.output
-    return result
 
 
 def one_error(result: Result) -> str:
