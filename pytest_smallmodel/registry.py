@@ -125,7 +125,8 @@ class ModelRegistry:
         return locked
 
     def verified_path(self, locked: LockedModel) -> Path:
-        """The verified local file; raises the same VerificationError for every later caller."""
+        """The verified local file; raises the same error (mismatch, missing, unreadable) for
+        every later caller."""
         outcome = self._verified.get(locked.name)
         if outcome is None:
             try:
