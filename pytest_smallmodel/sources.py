@@ -235,6 +235,7 @@ def pull_model(project: Project, locked: LockedModel, *, progress: bool = False)
         return result
 
     target = url_cache_path(project, locked.source["url"])
+    remove_stale_downloads(project)
     download = _download_url(
         locked.source["url"],
         target,
@@ -625,6 +626,17 @@ def url_cache_path(project: Project, url: str) -> Path:
     return project.cache_dir / "url" / url_key / filename
 
 
+def remove_stale_downloads(project: Project) -> list[Path]:
+    """Delete the temporary files of url downloads whose process was killed (SIGKILL leaves
+    them, tens of MB or more each), in every url cache directory; returns what was removed."""
+    removed: list[Path] = []
+    with contextlib.suppress(OSError):  # no url cache yet
+        for entry in os.scandir(project.cache_dir / "url"):
+            if entry.is_dir(follow_symlinks=False):
+                removed += remove_stale_temporaries(Path(entry.path))
+    return removed
+
+
 class _Download:
     def __init__(self, sha256: str, size: int) -> None:
         self.sha256 = sha256
@@ -648,8 +660,6 @@ def _download_url(
     """
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     what = f"{name}: downloading {url}"
-    # A download killed with SIGKILL could not remove its temporary file (tens of MB or more).
-    remove_stale_temporaries(target.parent)
 
     class _Rejected(Exception):
         """Raised inside atomic_target to discard the temporary file."""
@@ -722,6 +732,7 @@ def _resolve_url(project: Project, spec: ModelSpec, *, progress: bool) -> Locked
     declared = spec.source.get("sha256")
     expected = declared.lower() if declared else None
     target = url_cache_path(project, url)
+    remove_stale_downloads(project)
     download = _download_url(
         url, target, expected_sha256=expected, expected_size=None, progress=progress, name=spec.name
     )
