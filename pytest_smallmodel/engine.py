@@ -14,9 +14,10 @@ from __future__ import annotations
 import ctypes
 import json
 import math
+import numbers
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -451,19 +452,22 @@ class ModelHandle:
     def detokenize(self, ids: Sequence[int]) -> str:
         # llama.cpp indexes its vocabulary with these ids unchecked: check them here.
         n_vocab = self._model.n_vocab
-        if isinstance(ids, str | bytes) or not isinstance(ids, Sequence):
+        if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
             raise EngineError(f"detokenize() takes a list of token ids, got {type(ids).__name__}")
+        tokens = list(ids)
         bad = [
             token
-            for token in ids
-            if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < n_vocab
+            for token in tokens
+            if isinstance(token, bool)
+            or not isinstance(token, numbers.Integral)
+            or not 0 <= int(token) < n_vocab
         ]
         if bad:
             raise EngineError(
                 f"detokenize(): {bad[0]!r} is not a token id of model {self.name!r} "
                 f"(ids are integers from 0 to {n_vocab - 1})"
             )
-        return self._model.detokenize(ids)
+        return self._model.detokenize([int(token) for token in tokens])
 
     def render_chat(self, messages: Messages) -> str:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter

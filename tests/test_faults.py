@@ -561,6 +561,7 @@ def test_engine_inputs_fail_where_they_enter(
     _locked_project(pytester, monkeypatch, f"smollm2 = {spec}\nembedder = {embedder}")
     pytester.makepyfile(
         test_inputs="""
+        import numpy
         import pytest
 
         @pytest.mark.model("smollm2", n_ctx=64)
@@ -591,6 +592,8 @@ def test_engine_inputs_fail_where_they_enter(
         @pytest.mark.model("smollm2")
         def test_still_fine(model):
             assert model.generate("Hello", max_tokens=2, stop="\\n").finish_reason
+            ids = numpy.array(model.tokenize("abc"))  # numpy ids are token ids too
+            assert model.detokenize(ids).strip() == "abc"
         """
     )
     result = pytester.runpytest("--snapshot-update")
