@@ -32,7 +32,13 @@ SMALLMODEL = [sys.executable, "-m", "pytest_smallmodel.cli"]
 # Run as root without the capabilities that let root read and write any file, so that file
 # permissions apply as they do to any user.
 _NO_DAC = "-dac_override,-dac_read_search"
-AS_PLAIN_USER = ["setpriv", "--bounding-set", _NO_DAC, "--inh-caps", _NO_DAC]
+AS_PLAIN_USER: list[str] | None = (
+    []
+    if os.geteuid() != 0
+    else ["setpriv", "--bounding-set", _NO_DAC, "--inh-caps", _NO_DAC]
+    if shutil.which("setpriv")
+    else None
+)
 
 
 def one_error(result: Result) -> str:
@@ -47,7 +53,9 @@ def one_error(result: Result) -> str:
 
 def _mount(*args: str) -> str | None:
     done = subprocess.run(["mount", *args], capture_output=True, text=True)
-    return None if done.returncode == 0 else (done.stderr.strip() or f"exit {done.returncode}")
+    if done.returncode == 0:
+        return None
+    return (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[0]
 
 
 @contextlib.contextmanager
@@ -184,7 +192,7 @@ def test_file_system_faults_are_one_message_and_exit_2(
         f'phi = {{ hf = "org/repo", file = "a.gguf" }}\nu = {{ url = "{url}" }}\n'
         'local = { path = "local.gguf" }\n'
     )
-    local = write_tiny_gguf(root / "local.gguf", seed=1)
+    write_tiny_gguf(root / "local.gguf", seed=1)
 
     # models.lock is a directory: lock, lock --check and verify each say so.
     (root / "models.lock").mkdir()
@@ -215,7 +223,13 @@ def test_file_system_faults_are_one_message_and_exit_2(
     assert f"{cache} is a file where a directory is needed" in one_error(result)
     cache.unlink()
 
-    # A read-only project directory: lock fails before resolving anything.
+
+def test_read_only_project_fails_lock_before_resolving(
+    make_project: MakeProject, tmp_path: Path
+) -> None:
+    root = make_project('local = { path = "local.gguf" }')
+    write_tiny_gguf(root / "local.gguf")
+    assert run(root, "lock").exit_code == 0
     with tmpfs(tmp_path / "ro", "1m") as disk:
         shutil.copytree(root, disk / "project")
         remount_read_only(disk)
@@ -226,9 +240,16 @@ def test_file_system_faults_are_one_message_and_exit_2(
         assert "the file system is read-only" in message
         assert "pinned" not in result.output
 
-    # A model file this user may not read: run without the capabilities that let root read it.
-    if shutil.which("setpriv") is None:
-        pytest.skip("setpriv is missing: cannot drop the capabilities that let root read anything")
+
+def test_unreadable_model_is_one_message_and_exit_2(make_project: MakeProject) -> None:
+    """A model file this user may not read (as root: without the capabilities to read anything)."""
+    if AS_PLAIN_USER is None:
+        pytest.skip(
+            "running as root without setpriv: cannot drop the capabilities to read anything"
+        )
+    root = make_project('local = { path = "local.gguf" }')
+    local = write_tiny_gguf(root / "local.gguf")
+    assert run(root, "lock").exit_code == 0
     local.chmod(0)
     done = subprocess.run(
         [*AS_PLAIN_USER, *SMALLMODEL, "--project", str(root), "verify", "local"],
@@ -489,8 +510,10 @@ def test_pytest_refuses_stale_unreadable_and_tampered_models(
     # A model file this user may not read (capabilities that let root read anything dropped).
     pytester.makepyprojecttoml('[tool.smallmodel.models]\nm = { path = "a.gguf" }\n')
     (pytester.path / "a.gguf").chmod(0)
-    if shutil.which("setpriv") is None:
-        pytest.skip("setpriv is missing: cannot drop the capabilities that let root read anything")
+    if AS_PLAIN_USER is None:
+        pytest.skip(
+            "running as root without setpriv: cannot drop the capabilities to read anything"
+        )
     done = subprocess.run(
         [
             *AS_PLAIN_USER,
