@@ -95,8 +95,7 @@ def test_full_disk_while_writing_the_lock_or_a_download_says_so(
 ) -> None:
     big = write_tiny_gguf(tmp_path / "big.gguf", tensor_elements=64 * 1024).read_bytes()
     url = hub.add_url_file("big.gguf", big)
-    cache = tmpfs(tmp_path / "cache-disk", "64k")
-    with cache as cache_dir:
+    with tmpfs(tmp_path / "cache-disk", "64k") as cache_dir:
         monkeypatch.setenv("SMALLMODEL_CACHE_DIR", str(cache_dir))
         root = make_project(f'big = {{ url = "{url}" }}')
         result = run(root, "lock")
