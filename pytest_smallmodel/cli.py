@@ -1,7 +1,8 @@
 """``smallmodel``: lock, pull, verify and list the project's pinned model files; ``doctor``.
 
 Exit codes: 0 ok, 1 a check failed (mismatch, missing file, stale lock, download failure),
-2 usage or configuration error. Expected errors print one message to stderr, never a traceback.
+2 usage, configuration or file-system error (full disk, read-only, permissions). Expected errors
+print one message to stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,9 +14,17 @@ from typing import Any
 
 import click
 
+from pytest_smallmodel.atomic import check_writable
 from pytest_smallmodel.chat_template import template_change
 from pytest_smallmodel.errors import ConfigError, LockError, SmallModelError, SourceError
-from pytest_smallmodel.lockfile import LOCK_VERSION, Lock, LockedModel, read_lock, write_lock
+from pytest_smallmodel.lockfile import (
+    LOCK_VERSION,
+    Lock,
+    LockedModel,
+    NewerLockError,
+    read_lock,
+    write_lock,
+)
 from pytest_smallmodel.project import ModelSpec, Project, load_project
 
 
@@ -63,28 +72,14 @@ def _check_names(project: Project, names: Iterable[str]) -> list[str]:
 
 
 def _stale_reasons(project: Project, lock: Lock, names: Sequence[str]) -> list[str]:
-    from pytest_smallmodel.sources import is_pin_fresh
+    from pytest_smallmodel.sources import pin_staleness
 
     reasons = []
     for name in names:
-        spec = project.models[name]
-        pin = lock.models.get(name)
-        if pin is None:
-            reasons.append(f"{name}: declared but not locked")
-            continue
-        if not is_pin_fresh(spec, pin):
-            reasons.append(
-                f"{name}: spec changed (locked {_format_source(pin.declared_source())}, "
-                f"declared {_format_source(spec.normalized_source())})"
-            )
-        template = template_change(project, spec, pin.chat_template_file)
-        if template is not None:
-            reasons.append(f"{name}: {template}")
+        reason = pin_staleness(project, project.models.get(name), lock.models.get(name))
+        if reason is not None:
+            reasons.append(f"{name}: {reason}")
     return reasons
-
-
-def _format_source(source: dict[str, str]) -> str:
-    return "{" + ", ".join(f"{key} = {value!r}" for key, value in source.items()) + "}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,26 +110,26 @@ def lock(ctx: click.Context, names: tuple[str, ...], upgrade: bool, check: bool)
         _lock_check(project, targets, check_removed=not names)
         return
 
+    # Fail before resolving (downloads can take minutes) when the lock cannot be written.
+    check_writable(project.lock_path)
     existing = Lock(LOCK_VERSION)
     if project.lock_path.exists():
         try:
             existing = read_lock(project.lock_path)
+        except NewerLockError:
+            raise  # re-resolving would downgrade the file and drop what the newer one records
         except LockError as exc:
             click.echo(
                 f"warning: ignoring the existing lock and re-resolving all pins: {exc}", err=True
             )
 
-    from pytest_smallmodel.sources import is_pin_fresh, resolve_model
+    from pytest_smallmodel.sources import pin_staleness, resolve_model
 
     pins: dict[str, LockedModel] = {}
     failures: list[str] = []
     for name, spec in sorted(project.models.items()):
         kept = existing.models.get(name)
-        fresh = (
-            kept is not None
-            and is_pin_fresh(spec, kept)
-            and template_change(project, spec, kept.chat_template_file) is None
-        )
+        fresh = kept is not None and pin_staleness(project, spec, kept) is None
         if name not in targets or (fresh and not upgrade):
             if kept is not None:
                 pins[name] = kept
@@ -150,12 +145,19 @@ def lock(ctx: click.Context, names: tuple[str, ...], upgrade: bool, check: bool)
         verb = "pinned" if kept is None or kept.sha256 != pin.sha256 else "unchanged"
         click.echo(f"{name}: {verb} {pin.short_sha} {pin.describe_source()}")
 
-    write_lock(project.lock_path, Lock(LOCK_VERSION, MappingProxyType(pins)))
-    click.echo(f"wrote {project.lock_path} ({len(pins)} model{'s' if len(pins) != 1 else ''})")
     if failures:
+        # A lock is one consistent set of pins: nothing is written until every model resolves
+        # (url downloads and hashes are cached, so the next run redoes little).
         for message in failures:
             click.echo(f"error: {message}", err=True)
+        click.echo(
+            f"{project.lock_path} was not written: fix the error(s) above and run "
+            "`smallmodel lock` again.",
+            err=True,
+        )
         ctx.exit(1)
+    write_lock(project.lock_path, Lock(LOCK_VERSION, MappingProxyType(pins)))
+    click.echo(f"wrote {project.lock_path} ({len(pins)} model{'s' if len(pins) != 1 else ''})")
 
 
 def _lock_check(project: Project, targets: Sequence[str], *, check_removed: bool) -> None:
@@ -171,10 +173,9 @@ def _lock_check(project: Project, targets: Sequence[str], *, check_removed: bool
         ctx.exit(1)
     reasons = _stale_reasons(project, current, targets)
     if check_removed:
-        reasons += [
-            f"{name}: locked but no longer declared"
-            for name in sorted(set(current.models) - set(project.models))
-        ]
+        reasons += _stale_reasons(
+            project, current, sorted(set(current.models) - set(project.models))
+        )
     if reasons:
         click.echo(f"{project.lock_path} does not match the specs:", err=True)
         for reason in reasons:
@@ -289,7 +290,10 @@ def list_models(ctx: click.Context) -> None:
         if pin is None:
             rows.append((name, "-", "-", "-", "not locked"))
             continue
-        status: str = verify_model(project, pin).status
+        try:
+            status: str = verify_model(project, pin).status
+        except SmallModelError:  # unreadable, a directory, a link out: `verify NAME` says which
+            status = f"error (see `smallmodel verify {name}`)"
         if spec is None:
             status += " (not declared)"
         elif not is_pin_fresh(spec, pin):

@@ -69,6 +69,7 @@ class Outcome(StrEnum):
     MISMATCH = "mismatch"
     CORRUPT = "corrupt golden"
     MISSING = "missing golden"
+    WRITE_FAILED = "golden not written"
 
 
 @dataclass(frozen=True)
@@ -936,6 +937,25 @@ class DriftLog:
                 headline=verdict.headline,
                 lines=verdict.lines,
                 changed=verdict.changed,
+            )
+        )
+
+    def write_failed(self, golden_path: str, message: str, *, test: str) -> None:
+        """``--snapshot-update`` could not write this golden: a failure, not a rewrite."""
+        self.entries = [
+            e
+            for e in self.entries
+            if not (e.golden_path == golden_path and e.outcome is Outcome.REWRITTEN)
+        ]
+        self.entries.append(
+            LogEntry(
+                test=test,
+                golden_path=golden_path,
+                outcome=Outcome.WRITE_FAILED,
+                passed=False,
+                headline=message,
+                lines=(message,),
+                changed=(),
             )
         )
 

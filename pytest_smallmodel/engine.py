@@ -8,7 +8,8 @@ with the runtime (``runtime.py``, docs/determinism.md).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import numbers
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -117,12 +118,35 @@ class ModelHandle:
     # -- prompts ------------------------------------------------------------------------------
 
     def tokenize(self, text: str) -> list[int]:
+        _check_text("tokenize", text)
         return self._model.tokenize(text, add_bos=True, special=False)
 
     def detokenize(self, ids: Sequence[int]) -> str:
-        return self._model.detokenize(ids)
+        # llama.cpp indexes its vocabulary with these ids unchecked: check them here.
+        n_vocab = self._model.n_vocab
+        if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
+            raise EngineError(f"detokenize() takes a list of token ids, got {type(ids).__name__}")
+        tokens = list(ids)
+        bad = [
+            token
+            for token in tokens
+            if isinstance(token, bool)
+            or not isinstance(token, numbers.Integral)
+            or not 0 <= int(token) < n_vocab
+        ]
+        if bad:
+            raise EngineError(
+                f"detokenize(): {bad[0]!r} is not a token id of model {self.name!r} "
+                f"(ids are integers from 0 to {n_vocab - 1})"
+            )
+        return self._model.detokenize([int(token) for token in tokens])
 
     def render_chat(self, messages: Messages) -> str:
+        if not isinstance(messages, Sequence):
+            raise EngineError(
+                "expected a prompt string or a list of chat messages, got "
+                f"{type(messages).__name__}"
+            )
         if not messages:
             raise EngineError("chat() needs at least one message")
         for index, message in enumerate(messages):
@@ -180,7 +204,7 @@ class ModelHandle:
     ) -> Generation:
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens <= 0:
             raise EngineError(f"max_tokens must be a positive integer, got {max_tokens!r}")
-        stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+        stops = _check_stop(stop)
         prompt, tokens, messages = self._prompt(prompt_or_messages)
         request = Request(
             kind=kind,  # type: ignore[arg-type]
@@ -323,6 +347,18 @@ class ModelHandle:
         if len(set(labels)) != len(labels) or any(not isinstance(x, str) or not x for x in labels):
             raise EngineError(f"labels must be distinct non-empty strings, got {list(labels)!r}")
         prompt, tokens, messages = self._prompt(prompt_or_messages)
+        label_tokens = {
+            label: self._model.tokenize(label, add_bos=False, special=False) for label in labels
+        }
+        # Scoring a label evaluates the prompt and then the label: all of it must fit the context.
+        for label, ids in label_tokens.items():
+            if len(tokens) + len(ids) > self.settings.n_ctx:
+                raise EngineError(
+                    f"the prompt ({len(tokens)} tokens) plus the label {label!r} ({len(ids)} "
+                    f"tokens) is {len(tokens) + len(ids)} tokens but the context is "
+                    f"n_ctx={self.settings.n_ctx}: shorten the prompt or raise n_ctx "
+                    "(in [tool.smallmodel.settings], the model's spec, or the marker)"
+                )
         request = Request(
             kind="classify",
             prompt=prompt,
@@ -344,9 +380,7 @@ class ModelHandle:
             return cached
         logprobs = {
             label: self._model.continuation_logprob(
-                tokens,
-                self._model.tokenize(label, add_bos=False, special=False),
-                timeout=self.settings.timeout,
+                tokens, label_tokens[label], timeout=self.settings.timeout
             )
             for label in labels
         }
@@ -357,10 +391,27 @@ class ModelHandle:
         return Label(chosen, logprobs=logprobs, provenance=self._provenance(request))
 
     def embed(self, text: str) -> Embedding:
+        _check_text("embed", text)
+        tokens = self.tokenize(text)
+        # An embedding evaluates the whole text in one batch (llama-cpp-python refuses more than
+        # n_batch; encoder models abort the process beyond n_ubatch), within the context.
+        limits = {
+            "n_ctx": self.settings.n_ctx,
+            "n_batch": self.settings.n_batch,
+            "n_ubatch": self.settings.n_ubatch,
+        }
+        setting = min(limits, key=lambda name: limits[name])
+        if len(tokens) > limits[setting]:
+            raise EngineError(
+                f"the text to embed is {len(tokens)} tokens but the model takes at most "
+                f"{limits[setting]} at once ({setting}={limits[setting]}): shorten the text or "
+                "raise n_ctx, n_batch and n_ubatch (in [tool.smallmodel.settings], the model's "
+                "spec, or the marker)"
+            )
         request = Request(
             kind="embed",
             prompt=text,
-            prompt_tokens=tuple(self.tokenize(text)),
+            prompt_tokens=tuple(tokens),
             settings={**self.settings.numeric(), "pooling": self.settings.pooling},
         )
         key = self._cache_key(request)
@@ -373,6 +424,28 @@ class ModelHandle:
             self._store(key, {"vector": list(vector)})
         vector.provenance = self._provenance(request)
         return vector
+
+
+def _check_text(method: str, text: object) -> None:
+    if not isinstance(text, str):
+        raise EngineError(f"{method}() takes a string, got {type(text).__name__}")
+
+
+def _check_stop(stop: object) -> tuple[str, ...]:
+    """``stop`` as a tuple of non-empty strings, or one message saying what is wrong with it."""
+    if stop is None:
+        return ()
+    stops = (stop,) if isinstance(stop, str) else stop
+    if not isinstance(stops, list | tuple) or not all(isinstance(s, str) for s in stops):
+        raise EngineError(
+            f"stop must be a string or a list of strings, got {stop!r}: for example stop=['\\n']"
+        )
+    if any(not s for s in stops):
+        # An empty string is found in every text: decoding would stop after the first token.
+        raise EngineError(
+            f"stop={stop!r} contains an empty string, which matches at once: remove it"
+        )
+    return tuple(stops)
 
 
 def _step_to_json(step: Step) -> list[Any]:

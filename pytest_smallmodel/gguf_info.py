@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_smallmodel.errors import SourceError
+from pytest_smallmodel.errors import SourceError, file_error
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = frozenset({2, 3})
@@ -203,7 +203,7 @@ def read_facts(path: Path) -> GGUFFacts:
         with open(path, "rb", buffering=0) as handle:
             return read_facts_from_stream(handle.read, str(path))
     except OSError as exc:
-        raise GGUFFormatError(f"{path}: cannot read the GGUF header: {exc}.") from exc
+        raise file_error("read the GGUF header of", Path(path), exc) from None
 
 
 def parse_facts(prefix: bytes, what: str = "<bytes>") -> GGUFFacts:

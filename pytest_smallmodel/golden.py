@@ -36,7 +36,7 @@ from pytest_smallmodel.drift import (
     missing_verdict,
     record_of,
 )
-from pytest_smallmodel.errors import GoldenError
+from pytest_smallmodel.errors import FileSystemError, GoldenError, SmallModelError
 from pytest_smallmodel.results import Step, TokenLogprob
 
 if TYPE_CHECKING:
@@ -249,6 +249,10 @@ class _Reader:
         )
 
 
+class NewerGoldenError(GoldenError):
+    """A golden of a format newer than this version reads: only upgrading can compare it."""
+
+
 def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
     return kind if isinstance(kind, tuple) else (kind,)
 
@@ -270,6 +274,13 @@ def parse_golden(text: str, *, path: str) -> GoldenRecord:
         raise reader.error("the top level must be a JSON object")
     version = data.get("golden_format")
     if version != FORMAT_VERSION:
+        if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+            raise NewerGoldenError(
+                f"golden {path} was written by a newer pytest-smallmodel (golden format "
+                f"{version}; this version reads format {FORMAT_VERSION}): upgrade "
+                "pytest-smallmodel. --snapshot-update would rewrite it in the older format, so "
+                "it leaves this golden alone"
+            )
         if isinstance(version, int) and not isinstance(version, bool):
             raise reader.error(
                 f"format version {version} is not supported (this pytest-smallmodel reads "
@@ -429,7 +440,11 @@ class GoldenExtension(SingleFileSnapshotExtension):
         matcher: PropertyMatcher | None = None,
     ) -> str:
         self.live, self.has_live = data, True
-        return serialize_record(record_of(data))
+        try:
+            record = record_of(data)
+        except TypeError as error:  # a set, bytes, an object: check_plain says which and where
+            raise GoldenError(str(error)) from None
+        return serialize_record(record)
 
     def matches(
         self, *, serialized_data: SerializableData, snapshot_data: SerializableData
@@ -437,6 +452,8 @@ class GoldenExtension(SingleFileSnapshotExtension):
         path = self.display_path(self.location)
         try:
             golden = parse_golden(str(snapshot_data), path=path)
+        except NewerGoldenError:
+            raise  # no verdict: nothing may replace it, and syrupy writes nothing after a raise
         except GoldenError as error:
             self.verdict = corrupt_verdict(
                 path, str(error).removeprefix(f"golden {path} is invalid: ")
@@ -521,6 +538,18 @@ class GoldenAssertion(SnapshotAssertion):
         if self._assert(other):
             return True
         result = self.executions[self.num_executions - 1]
+        if isinstance(result.exception, SmallModelError):
+            # A value no golden can store, a newer golden, a write that failed: one message
+            # (the plugin shows it without syrupy's traceback), never counted as rewritten.
+            if isinstance(result.exception, FileSystemError) and isinstance(
+                extension, GoldenExtension
+            ):
+                extension.log.write_failed(
+                    extension.display_path(result.snapshot_location),
+                    str(result.exception),
+                    test=self.test_location.nodeid,
+                )
+            raise result.exception
         if (
             isinstance(extension, GoldenExtension)
             and extension.verdict is None

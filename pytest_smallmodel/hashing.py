@@ -3,8 +3,12 @@
 Hashing reads into one reused buffer in large blocks: hashlib releases the GIL for big updates,
 so throughput is close to ``sha256sum`` and memory stays flat whatever the model size.
 
-The stat cache maps a file's identity (resolved path, size, mtime_ns, inode, device) to its
-sha256. Any change to the file changes one of these, so a hit means the bytes were hashed before.
+The stat cache maps a file's identity (resolved path, size, mtime_ns, ctime_ns, inode, device) to
+its sha256. Writing to a file updates its ctime, and unlike the mtime a user cannot set the ctime
+back (``touch -d`` and ``os.utime`` update it too), so a same-size rewrite with the old mtime
+restored still misses the cache. The remaining limit: whoever can change the system clock (root)
+or write to the block device below the file system can make a changed file look unchanged;
+``smallmodel verify --full`` re-hashes every file regardless.
 Concurrent writers (pytest-xdist workers, parallel CLI runs) serialise through a file lock and
 merge into the current file before an atomic rewrite, so no entry is ever lost; a corrupt cache
 file is ignored and rebuilt.
@@ -21,13 +25,14 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from pytest_smallmodel.atomic import atomic_write_text
-from pytest_smallmodel.errors import VerificationError
+from pytest_smallmodel.errors import FileSystemError, VerificationError, file_error
 
 BLOCK_SIZE = 4 << 20
 # Below this, a progress bar would only flicker.
 PROGRESS_MIN_BYTES = 64 << 20
 STAT_CACHE_NAME = "stat-cache.json"
-STAT_CACHE_VERSION = 1
+# 2: entries also record ctime_ns; version-1 entries are ignored (re-hashed once).
+STAT_CACHE_VERSION = 2
 LOCK_TIMEOUT_S = 120.0
 
 VerificationStatus = Literal["verified", "missing", "mismatch"]
@@ -84,12 +89,15 @@ class FileIdentity:
     mtime_ns: int
     inode: int
     device: int
+    ctime_ns: int
 
     @classmethod
     def of(cls, path: Path) -> FileIdentity:
         resolved = os.path.realpath(path)
         info = os.stat(resolved)
-        return cls(resolved, info.st_size, info.st_mtime_ns, info.st_ino, info.st_dev)
+        return cls(
+            resolved, info.st_size, info.st_mtime_ns, info.st_ino, info.st_dev, info.st_ctime_ns
+        )
 
     def matches(self, entry: object) -> bool:
         return (
@@ -98,11 +106,12 @@ class FileIdentity:
             and entry.get("mtime_ns") == self.mtime_ns
             and entry.get("inode") == self.inode
             and entry.get("device") == self.device
+            and entry.get("ctime_ns") == self.ctime_ns
         )
 
 
 class StatCache:
-    """(path, size, mtime_ns, inode, device) -> sha256, persisted in ``cache_dir``."""
+    """(path, size, mtime_ns, ctime_ns, inode, device) -> sha256, persisted in ``cache_dir``."""
 
     def __init__(self, cache_dir: Path) -> None:
         self.path = Path(cache_dir) / STAT_CACHE_NAME
@@ -139,11 +148,12 @@ class StatCache:
                     "mtime_ns": identity.mtime_ns,
                     "inode": identity.inode,
                     "device": identity.device,
+                    "ctime_ns": identity.ctime_ns,
                     "sha256": sha256,
                 }
                 document = {"version": STAT_CACHE_VERSION, "entries": dict(sorted(entries.items()))}
                 atomic_write_text(self.path, json.dumps(document, indent=1) + "\n")
-        except (OSError, Timeout):
+        except (OSError, FileSystemError, Timeout):
             # A read-only or contended cache only costs a re-hash next time.
             return
 
@@ -214,13 +224,24 @@ def verify_file(
     missing_fix: str | None = None,
     mismatch_fix: str | None = None,
 ) -> Verification:
-    """Compare a local file with its pinned sha256 (no network)."""
+    """Compare a local file with its pinned sha256 (no network).
+
+    A file that exists but cannot be read, or a directory at its path, is not "missing": that
+    raises a FileSystemError saying so, since pulling again would not help.
+    """
+    if path is not None and os.path.isdir(path):
+        raise FileSystemError(
+            f"{name}: {path} is a directory, not a model file. Put the model file there or fix "
+            "the model's spec in [tool.smallmodel.models]."
+        )
     if path is None or not os.path.isfile(path):
         return Verification(name, path, "missing", expected, None, missing_fix)
     try:
         actual = hash_with_cache(path, StatCache(cache_dir), full=full, progress=progress)
     except FileNotFoundError:
         return Verification(name, path, "missing", expected, None, missing_fix)
+    except OSError as error:
+        raise file_error(f"read model {name!r} at", path, error) from None
     if actual == expected:
         return Verification(name, path, "verified", expected, actual)
     return Verification(name, path, "mismatch", expected, actual, mismatch_fix)

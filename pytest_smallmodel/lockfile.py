@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from pytest_smallmodel.atomic import atomic_write_text
-from pytest_smallmodel.errors import LockError
+from pytest_smallmodel.errors import LockError, file_error
 from pytest_smallmodel.project import SOURCE_KEYS, SOURCE_KINDS, SourceKind
 
 LOCK_VERSION = 1
@@ -43,6 +43,10 @@ _SOURCE_KEY_ORDER = (
 RESOLVED_SOURCE_KEYS: Mapping[SourceKind, tuple[str, ...]] = MappingProxyType(
     {"hf": ("commit", "filename"), "url": (), "path": (), "package": ("version",)}
 )
+
+
+class NewerLockError(LockError):
+    """models.lock has a format newer than this version reads: upgrading is the only fix."""
 
 
 @dataclass(frozen=True)
@@ -109,8 +113,10 @@ def read_lock(path: Path) -> Lock:
         raise LockError(
             f"{path} not found. Run `smallmodel lock` to create it, then commit it."
         ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise LockError(f"{path}: cannot be read: {exc}.") from exc
+    except OSError as exc:  # a directory, permissions: not a lock problem, a file-system one
+        raise file_error("read", Path(path), exc) from None
     return parse_lock(text, Path(path))
 
 
@@ -121,6 +127,14 @@ def parse_lock(text: str, path: Path) -> Lock:
     except tomllib.TOMLDecodeError as exc:
         raise LockError(f"{path}: invalid TOML: {exc}. {fix}") from exc
 
+    version = document.get("version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > LOCK_VERSION:
+        # Rewriting it with this version would drop what the newer one records.
+        raise NewerLockError(
+            f"{path} was written by a newer pytest-smallmodel (lock format {version}; this "
+            f"version reads format {LOCK_VERSION}): upgrade pytest-smallmodel "
+            "(pip install -U pytest-smallmodel)."
+        )
     _validate(document, path, fix)
     if document["version"] != LOCK_VERSION:  # pragma: no cover - the schema pins the version
         raise LockError(f"{path}: unsupported lock version {document['version']}. {fix}")

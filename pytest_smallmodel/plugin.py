@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from pytest_smallmodel.atomic import check_writable
 from pytest_smallmodel.drift import DriftLog, DriftPolicy
 from pytest_smallmodel.engine import ModelHandle
-from pytest_smallmodel.errors import ConfigError, SmallModelError
+from pytest_smallmodel.errors import ConfigError, FileSystemError, SmallModelError
 from pytest_smallmodel.golden import GoldenExtension, golden_assertion, golden_extension_class
 from pytest_smallmodel.project import Project, load_project
 from pytest_smallmodel.registry import ModelReference, ModelRegistry, ModelUnavailable
@@ -208,6 +209,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     state = SmallModelSession(config)
     config.stash[_session_key] = state
+    report = config.getoption("smallmodel_report")
+    if report and getattr(config, "workerinput", None) is None:
+        # Checked now: finding out after the whole suite ran would lose the report.
+        try:
+            check_writable(Path(report))
+        except FileSystemError as error:
+            raise pytest.UsageError(f"--smallmodel-report={report}: {error}") from None
     # syrupy matches golden files to tests through the extension class; the xdist controller,
     # which runs no test, must know it too, or it may misjudge hashed names as unused.
     with contextlib.suppress(SmallModelError):
@@ -299,7 +307,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         workeroutput[_WORKER_DRIFT_KEY] = state.drift_log.to_json()
     report_path = config.getoption("smallmodel_report")
     if report_path and workeroutput is None:
-        state.drift_log.write_markdown(Path(report_path))
+        try:
+            state.drift_log.write_markdown(Path(report_path))
+        except FileSystemError as error:  # the disk filled up during the run
+            reporter = config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(f"ERROR: --smallmodel-report: {error}", red=True)
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

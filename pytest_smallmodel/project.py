@@ -6,6 +6,7 @@ file, the key and the fix, before any download or model load starts.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -163,6 +164,8 @@ def _load_pyproject(pyproject: Path) -> Project:
             "[tool.smallmodel.settings] with n_ctx = 2048."
         )
     options = {key: value for key, value in config.items() if key not in ("models", "settings")}
+    _check_options(pyproject.resolve(), options)
+    _check_settings(pyproject.resolve(), settings, models)
 
     return Project(
         root=root,
@@ -173,6 +176,46 @@ def _load_pyproject(pyproject: Path) -> Project:
         lock_path=root / "models.lock",
         cache_dir=_cache_dir(pyproject, root, config.get("cache_dir")),
     )
+
+
+def _check_settings(
+    pyproject: Path, settings: Mapping[str, Any], models: Mapping[str, ModelSpec]
+) -> None:
+    """Validate every engine setting now, so that `smallmodel lock` (and `lock --check`) reject
+    a typo such as n_context as pytest would, with the same message."""
+    from pytest_smallmodel.settings import merge_settings
+
+    project_layer = (f"{pyproject} [tool.smallmodel.settings]", settings)
+    merge_settings(project_layer)
+    for name, spec in models.items():
+        merge_settings(
+            project_layer, (f"{pyproject} [tool.smallmodel.models.{name}] settings", spec.settings)
+        )
+
+
+def _check_options(pyproject: Path, options: Mapping[str, Any]) -> None:
+    """The scalar options of [tool.smallmodel], checked where the configuration is read."""
+    where = f"{pyproject} [tool.smallmodel]"
+    for key, low, high, expected in (
+        ("tolerance", 0.0, math.inf, "a number of nats >= 0"),
+        ("embedding_min_cosine", -1.0, 1.0, "a cosine similarity between -1 and 1"),
+    ):
+        value = options.get(key)
+        if value is None:
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or not low <= value <= high
+        ):
+            raise ConfigError(f"{where} {key} = {value!r}: expected {expected}")
+    for key in ("golden_dir", "result_cache_dir"):
+        value = options.get(key)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(
+                f"{where} {key} = {value!r}: expected a directory path relative to the project root"
+            )
 
 
 def _cache_dir(pyproject: Path, root: Path, configured: object) -> Path:

@@ -15,13 +15,13 @@ from typing import Any
 
 from pytest_smallmodel.chat_template import load_template
 from pytest_smallmodel.engine import ModelHandle, ModelPool
-from pytest_smallmodel.errors import ConfigError, LockError, VerificationError
+from pytest_smallmodel.errors import ConfigError, LockError, SmallModelError, VerificationError
 from pytest_smallmodel.hashing import Verification
 from pytest_smallmodel.lockfile import Lock, LockedModel, read_lock
 from pytest_smallmodel.project import Project
 from pytest_smallmodel.result_cache import ResultCache
 from pytest_smallmodel.settings import EngineSettings, merge_settings
-from pytest_smallmodel.sources import verify_model
+from pytest_smallmodel.sources import pin_staleness, verify_model
 
 _REFERENCE_RE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._-]*)(?:@(?P<prefix>[0-9a-f]+))?$")
 MIN_PREFIX = 7
@@ -77,7 +77,7 @@ class ModelRegistry:
         self.result_cache = result_cache
         self.pool = ModelPool()
         self._lock: Lock | None = None
-        self._verified: dict[str, Path | ModelUnavailable] = {}
+        self._verified: dict[str, Path | SmallModelError] = {}
         self.used: dict[str, LockedModel] = {}
 
     @property
@@ -107,6 +107,14 @@ class ModelRegistry:
                 f"unknown model {reference.name!r}: {hint}. Models in "
                 f"{self.project.lock_path.name}: {known}"
             )
+        # The check `smallmodel lock --check` makes: a pin made from another declaration would
+        # load a file the project no longer names.
+        stale = pin_staleness(self.project, self.project.models.get(reference.name), locked)
+        if stale is not None:
+            raise LockError(
+                f"{self.project.lock_path} is stale for model {reference.name!r}: {stale}. Run "
+                f"`smallmodel lock` in {self.project.root} and commit models.lock"
+            )
         if reference.sha_prefix is not None and not locked.sha256.startswith(reference.sha_prefix):
             raise ConfigError(
                 f"model reference {reference} does not match {self.project.lock_path.name}, which "
@@ -118,16 +126,21 @@ class ModelRegistry:
         return locked
 
     def verified_path(self, locked: LockedModel) -> Path:
-        """The verified local file; raises the same VerificationError for every later caller."""
+        """The verified local file; raises the same error (mismatch, missing, unreadable) for
+        every later caller."""
         outcome = self._verified.get(locked.name)
         if outcome is None:
-            verification = verify_model(self.project, locked)
-            if verification.status == "verified" and verification.path is not None:
-                outcome = verification.path
+            try:
+                verification = verify_model(self.project, locked)
+            except SmallModelError as error:  # unreadable file, a directory, a link out
+                outcome = error
             else:
-                outcome = ModelUnavailable(verification)
+                if verification.status == "verified" and verification.path is not None:
+                    outcome = verification.path
+                else:
+                    outcome = ModelUnavailable(verification)
             self._verified[locked.name] = outcome
-        if isinstance(outcome, ModelUnavailable):
+        if isinstance(outcome, SmallModelError):
             raise outcome
         return outcome
 

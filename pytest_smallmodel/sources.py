@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fnmatch
 import hashlib
 import http.client
@@ -36,9 +37,15 @@ from typing import IO, Any
 from urllib.parse import quote, urlparse
 
 from pytest_smallmodel import __version__
-from pytest_smallmodel.atomic import atomic_target
-from pytest_smallmodel.chat_template import pin_template
-from pytest_smallmodel.errors import SourceError
+from pytest_smallmodel.atomic import atomic_target, remove_stale_temporaries
+from pytest_smallmodel.chat_template import pin_template, template_change
+from pytest_smallmodel.errors import (
+    ConfigError,
+    FileSystemError,
+    SourceError,
+    file_error,
+    file_in_the_way,
+)
 from pytest_smallmodel.gguf_info import GGUFFacts, read_facts, read_facts_from_stream
 from pytest_smallmodel.hashing import (
     BLOCK_SIZE,
@@ -55,6 +62,7 @@ from pytest_smallmodel.project import DEFAULT_HF_REVISION, ModelSpec, Project
 __all__ = [
     "is_pin_fresh",
     "local_path",
+    "pin_staleness",
     "pull_model",
     "resolve_model",
     "verify_model",
@@ -73,6 +81,30 @@ _SAFE_NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
 def is_pin_fresh(spec: ModelSpec, locked: LockedModel) -> bool:
     """True when the pin was made from this exact declared source (settings do not matter)."""
     return locked.kind == spec.kind and locked.declared_source() == spec.normalized_source()
+
+
+def pin_staleness(
+    project: Project, spec: ModelSpec | None, locked: LockedModel | None
+) -> str | None:
+    """Why models.lock does not match the declaration of one model, or None when it does.
+
+    The same words for ``smallmodel lock --check`` and for pytest refusing a stale pin; a chat
+    template file named by the spec is part of the pin.
+    """
+    if spec is None:
+        return None if locked is None else "locked but no longer declared"
+    if locked is None:
+        return "declared but not locked"
+    if not is_pin_fresh(spec, locked):
+        return (
+            f"spec changed (locked {_format_source(locked.declared_source())}, "
+            f"declared {_format_source(spec.normalized_source())})"
+        )
+    return template_change(project, spec, locked.chat_template_file)
+
+
+def _format_source(source: dict[str, str]) -> str:
+    return "{" + ", ".join(f"{key} = {value!r}" for key, value in source.items()) + "}"
 
 
 def resolve_model(project: Project, spec: ModelSpec, *, progress: bool = False) -> LockedModel:
@@ -120,7 +152,7 @@ def local_path(project: Project, locked: LockedModel) -> Path | None:
         case "url":
             candidate = url_cache_path(project, source["url"])
         case "path":
-            candidate = project.root / source["path"]
+            candidate = project_file(project, locked.name, source["path"])
         case "package":
             candidate = _package_file(source["package"], source["file"])
     if candidate is not None and candidate.is_file():
@@ -134,7 +166,7 @@ def verify_model(
     """Check the local file against its pin, using the stat cache unless ``full``."""
     path = local_path(project, locked)
     if path is None and locked.kind == "path":
-        path = project.root / locked.source["path"]
+        path = project_file(project, locked.name, locked.source["path"])
     return verify_file(
         locked.name,
         path,
@@ -197,14 +229,21 @@ def pull_model(project: Project, locked: LockedModel, *, progress: bool = False)
         _discard(project, locked, current.path)
 
     if locked.kind == "hf":
+        resumed = _resume_hf_download(locked, progress=progress)
         path = _download_hf(locked, progress=progress)
         result = verify_model(project, locked, full=True, progress=progress)
+        if not result.ok and resumed:
+            # The leftover was not a prefix of this file after all: download it whole.
+            _discard(project, locked, path)
+            path = _download_hf(locked, progress=progress)
+            result = verify_model(project, locked, full=True, progress=progress)
         if not result.ok:
             _discard(project, locked, path)
             return _downloaded_mismatch(result)
         return result
 
     target = url_cache_path(project, locked.source["url"])
+    remove_stale_downloads(project)
     download = _download_url(
         locked.source["url"],
         target,
@@ -314,14 +353,52 @@ def _hf_errors(name: str, repo: str, what: str) -> Iterator[None]:
             f"{prefix}: timed out. Check your connection (or HF_ENDPOINT) and retry."
         ) from exc
     except hf.LocalEntryNotFoundError as exc:
+        answered = _http_status_in_chain(exc)
+        if answered is not None:  # the Hub answered with an error: it was reached
+            raise SourceError(
+                f"{prefix}: the Hub answered HTTP {answered} (after retries) and the file is not "
+                "cached. Retry later; if it persists, check the Hub's status."
+            ) from exc
         raise SourceError(
             f"{prefix}: the Hub could not be reached and the file is not cached. Check your "
             "connection (or HF_ENDPOINT) and retry."
         ) from exc
     except (httpx2.HTTPError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno in _LOCAL_ERRNOS:
+            where = Path(exc.filename) if exc.filename else hf_cache_dir()
+            raise file_error("write", where, exc) from None
         raise SourceError(
             f"{prefix}: {type(exc).__name__}: {exc}. Retry, or check HF_ENDPOINT."
         ) from exc
+
+
+# Errors of the local file system (never of the network) during a Hub download.
+_LOCAL_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOTDIR,
+        errno.EEXIST,
+        errno.EISDIR,
+    }
+)
+
+
+def _http_status_in_chain(error: BaseException) -> int | None:
+    """The HTTP status of the first error in ``error``'s cause chain that carries a response."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        response = getattr(current, "response", None)
+        status = getattr(response, "status_code", None)
+        if isinstance(status, int):
+            return status
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _hf_api() -> Any:
@@ -446,6 +523,70 @@ def _hf_stream_whole(name: str, url: str) -> tuple[str, int, GGUFFacts]:
     return digest.hexdigest(), size, parse_facts(bytes(prefix), f"{name}: {url}")
 
 
+def _usable_hf_cache(name: str) -> Path:
+    """The Hugging Face cache directory, or a FileSystemError when a file blocks it (which
+    huggingface_hub reports as a network failure)."""
+    cache = hf_cache_dir()
+    blocker = file_in_the_way(cache)
+    if blocker is not None:
+        raise FileSystemError(
+            f"{name}: cannot download into the Hugging Face cache {cache}: {blocker} is a file "
+            "where a directory is needed. Remove or rename it, or set HF_HUB_CACHE to a directory."
+        )
+    return cache
+
+
+def _resume_hf_download(locked: LockedModel, *, progress: bool) -> bool:
+    """Finish a Hub download that a killed process left behind, from where it stopped.
+
+    huggingface_hub (2.x) downloads a blob into ``blobs/<etag>.<random>.incomplete``, unique to
+    the process, and deletes it on failure; a killed process cannot, and the next
+    hf_hub_download starts from zero in a new file. Holding the client's own per-blob lock (so
+    never while another process downloads the blob), this completes the largest leftover with
+    the client's ``http_get(resume_size=...)`` (an HTTP Range request), moves it into place as
+    the blob and deletes the other leftovers. True when it resumed; the caller verifies the
+    sha256 and falls back to a whole download if the result does not match.
+    """
+    from filelock import FileLock, Timeout
+    from huggingface_hub.file_download import http_get, repo_folder_name
+
+    source = locked.source
+    cache = _usable_hf_cache(locked.name)
+    folder = repo_folder_name(repo_id=source["hf"], repo_type="model")
+    blobs = cache / folder / "blobs"
+    etag = locked.sha256  # LFS blobs (all GGUF files on the Hub) are named by their sha256
+    if not any(blobs.glob(f"{etag}.*.incomplete")):
+        return False
+    try:
+        with FileLock(cache / ".locks" / folder / f"{etag}.lock", timeout=0):
+            partials = sorted(
+                ((p.stat().st_size, p) for p in blobs.glob(f"{etag}.*.incomplete")), reverse=True
+            )
+            keep = None if (blobs / etag).exists() or not partials else partials[0][1]
+            for _, partial in partials:
+                if partial != keep:
+                    partial.unlink(missing_ok=True)
+            if keep is None:
+                return False
+            url = _hf_file_url(source["hf"], source["filename"], source["commit"])
+            with _hf_errors(locked.name, source["hf"], "resuming the download from"):
+                with open(keep, "r+b") as handle:
+                    handle.seek(0, os.SEEK_END)
+                    http_get(
+                        url,
+                        handle,
+                        resume_size=handle.tell(),
+                        headers=_hf_headers({"Accept-Encoding": "identity"}),
+                        expected_size=locked.size,
+                        displayed_filename=source["filename"],
+                        tqdm_class=None if _progress_enabled(progress) else _quiet_tqdm_class(),
+                    )
+                os.replace(keep, blobs / etag)
+            return True
+    except Timeout:
+        return False  # another process is downloading this blob now; hf_hub_download waits
+
+
 def _download_hf(locked: LockedModel, *, progress: bool) -> Path:
     from huggingface_hub import hf_hub_download
 
@@ -491,6 +632,17 @@ def url_cache_path(project: Project, url: str) -> Path:
     last_segment = PurePosixPath(urlparse(url).path).name
     filename = _SAFE_NAME_RE.sub("_", last_segment).strip("._") or "model.gguf"
     return project.cache_dir / "url" / url_key / filename
+
+
+def remove_stale_downloads(project: Project) -> list[Path]:
+    """Delete the temporary files of url downloads whose process was killed (SIGKILL leaves
+    them, tens of MB or more each), in every url cache directory; returns what was removed."""
+    removed: list[Path] = []
+    with contextlib.suppress(OSError):  # no url cache yet
+        for entry in os.scandir(project.cache_dir / "url"):
+            if entry.is_dir(follow_symlinks=False):
+                removed += remove_stale_temporaries(Path(entry.path))
+    return removed
 
 
 class _Download:
@@ -588,6 +740,7 @@ def _resolve_url(project: Project, spec: ModelSpec, *, progress: bool) -> Locked
     declared = spec.source.get("sha256")
     expected = declared.lower() if declared else None
     target = url_cache_path(project, url)
+    remove_stale_downloads(project)
     download = _download_url(
         url, target, expected_sha256=expected, expected_size=None, progress=progress, name=spec.name
     )
@@ -612,8 +765,32 @@ def _hash_local(project: Project, path: Path, progress: bool) -> tuple[str, int,
     return sha256, path.stat().st_size, facts
 
 
+def project_file(project: Project, name: str, relative: str) -> Path:
+    """``relative`` under the project root, refusing one that leaves it through a symlink.
+
+    The spec's text cannot contain '..' (project.py); this applies the same rule to where the
+    links actually lead, so a pin always names a file that is part of the project.
+    """
+    path = project.root / relative
+    resolved = path.resolve()
+    if not resolved.is_relative_to(project.root):
+        raise ConfigError(
+            f"{project.pyproject}: [tool.smallmodel.models] {name}: path = {relative!r} leads "
+            f"outside the project through a symbolic link (to {resolved}). A path source must "
+            "be a file inside the project: copy the file into it, or declare the model with a "
+            "url or hf source."
+        )
+    return path
+
+
 def _resolve_path(project: Project, spec: ModelSpec, *, progress: bool) -> LockedModel:
-    path = project.root / spec.source["path"]
+    path = project_file(project, spec.name, spec.source["path"])
+    if path.is_dir():
+        raise ConfigError(
+            f"{project.pyproject}: [tool.smallmodel.models] {spec.name}: path = "
+            f"{spec.source['path']!r} is a directory ({path}), not a model file. Name the .gguf "
+            "file inside it."
+        )
     if not path.is_file():
         raise SourceError(
             f"{spec.name}: path = {spec.source['path']!r} does not exist ({path}). Put the model "

@@ -308,6 +308,10 @@ class WorkerModel:
     def fingerprint(self) -> Mapping[str, Any]:
         return self.info.fingerprint
 
+    @property
+    def n_vocab(self) -> int:
+        return self.info.n_vocab
+
     def _start(self, during: str) -> Any:
         """Start a worker and load the model in it; returns the loaded model's ``ModelInfo``."""
         started = time.perf_counter()

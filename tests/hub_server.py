@@ -43,6 +43,9 @@ class Fault:
     truncate_to: int | None = None  # send the full Content-Length but only this many bytes
     replace_body: bytes | None = None  # same headers, different bytes (a tampered mirror)
     times: int | None = None  # None: forever
+    stall_after: int | None = None  # send this many body bytes, then hang (a process to kill)
+    method: str | None = None  # only requests with this method (None: all)
+    headers: dict[str, str] = field(default_factory=dict)  # sent with ``status``
 
 
 @dataclass
@@ -136,9 +139,11 @@ class FakeHub:
             server.server_close()
             thread.join(timeout=5)
 
-    def _take_fault(self, path: str) -> Fault | None:
+    def _take_fault(self, path: str, method: str) -> Fault | None:
         with self._lock:
             for pattern, fault in self.faults:
+                if fault.method not in (None, method):
+                    continue
                 if pattern.search(path) and (fault.times is None or fault.times > 0):
                     if fault.times is not None:
                         fault.times -= 1
@@ -153,9 +158,16 @@ class FakeHub:
 class _Handler(BaseHTTPRequestHandler):
     hub: FakeHub
     protocol_version = "HTTP/1.1"
+    _is_head = False
 
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+    def handle(self) -> None:
+        # A client that stops reading early (the GGUF header read, a killed pull) breaks the
+        # connection; socketserver would print that as a traceback into the test's output.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            super().handle()
 
     # -- dispatch --------------------------------------------------------------------------
 
@@ -169,6 +181,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
+        self._is_head = method == "HEAD"
         split = urlsplit(self.path)
         path = unquote(split.path)
         headers = {name.lower(): value for name, value in self.headers.items()}
@@ -176,11 +189,11 @@ class _Handler(BaseHTTPRequestHandler):
         body = b""
         if method == "POST":
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        fault = self.hub._take_fault(path)
+        fault = self.hub._take_fault(path, method)
         if fault is not None and fault.delay_s:
             time.sleep(fault.delay_s)
         if fault is not None and fault.status is not None:
-            self._send_json(fault.status, {"error": "injected"})
+            self._send_json(fault.status, {"error": "injected"}, fault.headers)
             return
         token = self.hub.required_token
         if token is not None and not path.startswith("/files/"):  # noqa: SIM102
@@ -350,6 +363,14 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.truncate_to is not None:
             payload = payload[: fault.truncate_to]
             self.close_connection = True
+        if fault is not None and fault.stall_after is not None:
+            self.wfile.write(payload[: fault.stall_after])
+            self.wfile.flush()
+            with self.hub._lock:
+                self.hub.bytes_sent[key] = self.hub.bytes_sent.get(key, 0) + fault.stall_after
+            time.sleep(60)  # until the client is killed; the thread is a daemon
+            self.close_connection = True
+            return
         sent = 0
         for offset in range(0, len(payload), 64 << 10):
             chunk = payload[offset : offset + (64 << 10)]
@@ -371,4 +392,5 @@ class _Handler(BaseHTTPRequestHandler):
         }.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(body)
+        if not self._is_head:  # a body after HEAD would be read as the next response
+            self.wfile.write(body)

@@ -117,7 +117,9 @@ def test_changed_template_fails_check_verify_and_the_tests(project: pytest.Pytes
     )
     result = project.runpytest()
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*chat template templates/base.jinja does not match models.lock*"])
+    result.stdout.fnmatch_lines(
+        ["*models.lock is stale for model 'base': chat template templates/base.jinja changed*"]
+    )
     relock = cli(project.path, "lock")
     assert relock.exit_code == 0, relock.output
     assert cli(project.path, "lock", "--check").exit_code == 0

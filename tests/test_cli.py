@@ -8,21 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_run import run
 from gguf_factory import write_tiny_gguf
 from hub_server import FakeHub
 
-from pytest_smallmodel.cli import main
-
 MakeProject = Callable[..., Path]
-
-
-def run(root: Path, *args: str) -> Result:
-    result = CliRunner().invoke(main, ["--project", str(root), *args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert "Traceback" not in result.output
-    return result
 
 
 @pytest.fixture

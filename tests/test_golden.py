@@ -143,7 +143,7 @@ def _golden_text(**changes: object) -> str:
     [
         ("{not json", "not valid JSON"),
         ("[]", "the top level must be a JSON object"),
-        (_golden_text(golden_format=99), "format version 99 is not supported"),
+        (_golden_text(golden_format=0), "format version 0 is not supported"),
         (_golden_text(golden_format=None), "missing or invalid 'golden_format'"),
         (_golden_text(kind="poem"), "unknown kind 'poem'"),
         (_golden_text(tokens=None), "missing field 'tokens'"),

@@ -74,7 +74,7 @@ def _store_many(args: tuple[str, int]) -> None:
     cache_dir, worker = args
     cache = StatCache(Path(cache_dir))
     for index in range(15):
-        identity = FileIdentity(f"/w{worker}/f{index}", index, index, index, index)
+        identity = FileIdentity(f"/w{worker}/f{index}", index, index, index, index, index)
         cache.store(identity, f"{worker:032x}{index:032x}")
 
 

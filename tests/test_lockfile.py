@@ -98,7 +98,8 @@ def edited(tmp_path: Path, old: str, new: str, count: int = 1) -> str:
         ('file_type = "MOSTLY_Q4_1"', 'file_type = "x"\ncolour = "red"', "'colour' was unexpected"),
         ('version = "1.0"', "", "model 'pkg' field source"),
         ('name = "zeta"', 'name = "Zeta"', "field name"),
-        ("version = 1", "version = 2", "field version"),
+        ("version = 1", "version = 0", "field version"),
+        ("version = 1", "version = 2", "written by a newer pytest-smallmodel (lock format 2"),
     ],
 )
 def test_hand_edited_lock_names_model_and_field(
