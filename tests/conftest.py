@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from gguf_factory import DEFAULT_CHAT_TEMPLATE, write_tiny_gguf
 from hub_server import FakeHub
+from real_model import SMOLLM2_DISTRIBUTION, smollm2_path
+
+REQUIRE_MODEL_ENV = "SMALLMODEL_REQUIRE_MODEL"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests on the real model skip where it is not installed; CI sets SMALLMODEL_REQUIRE_MODEL=1
+    so that a missing model is an error instead of a quietly smaller suite."""
+    if os.environ.get(REQUIRE_MODEL_ENV) == "1" and smollm2_path() is None:
+        raise pytest.UsageError(
+            f"{REQUIRE_MODEL_ENV}=1 but {SMOLLM2_DISTRIBUTION} is not installed, so every test "
+            "on the real model would be skipped: pip install -e '.[test]'"
+        )
 
 
 @pytest.fixture

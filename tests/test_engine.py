@@ -75,12 +75,14 @@ def test_stop_string_cuts_text_and_sets_finish_reason(smollm2: ModelHandle) -> N
 
 
 def test_chat_renders_the_gguf_template(smollm2: ModelHandle) -> None:
-    out = smollm2.chat([{"role": "user", "content": "Say hello."}], max_tokens=16)
+    out = smollm2.chat([{"role": "user", "content": "Say hello."}], max_tokens=64)
     assert "<|im_start|>user\nSay hello.<|im_end|>" in out.prompt
     assert out.prompt.rstrip().endswith("<|im_start|>assistant")
     assert out.provenance.request.messages == ({"role": "user", "content": "Say hello."},)
-    if out.finish_reason == "stop":
-        assert "<|im_end|>" not in out.text
+    # The reply ends at the template's end-of-turn token, which is not part of the text.
+    assert out.finish_reason == "stop"
+    assert out.steps[-1].text == "<|im_end|>"
+    assert "<|im_end|>" not in out.text
 
 
 def test_extract_follows_the_schema(smollm2: ModelHandle) -> None:
@@ -114,9 +116,31 @@ def test_classify_scores_every_label(smollm2: ModelHandle) -> None:
         "Q: Is the sky blue on a clear day? Answer yes or no.\nA:", [" yes", " no"]
     )
     assert isinstance(label, Label)
-    assert label in (" yes", " no")
     assert set(label.logprobs) == {" yes", " no"}
-    assert label.logprobs[label] == max(label.logprobs.values())
+    # SmolLM2-135M answers this one wrongly, and decisively (2.2 nats).
+    assert label == " no"
+    assert label.logprobs[" no"] > label.logprobs[" yes"] + 2
+
+
+def test_classify_logprob_of_a_one_token_label_is_generates_first_step(
+    smollm2: ModelHandle,
+) -> None:
+    prompt = "Q: Is the sky blue on a clear day? Answer yes or no.\nA:"
+    first = smollm2.generate(prompt, max_tokens=1).steps[0]
+    alternatives = {t.text: t.logprob for t in first.top if t.text in (" No", " no")}
+    assert len(alternatives) == 2  # both among the first step's top 5
+    label = smollm2.classify(prompt, [" no", " No"])
+    assert label.logprobs == alternatives  # the same numbers, not just close
+    assert label == " No"
+
+
+def test_score_along_the_greedy_path_reproduces_decode_exactly(smollm2: ModelHandle) -> None:
+    out = smollm2.generate("Write a haiku about rain.", max_tokens=24)
+    scored = smollm2._model.score(out.prompt_tokens, out.tokens, top_k=5, schema=None)
+    assert [s.golden.token for s in scored] == list(out.tokens)
+    assert [s.golden.logprob for s in scored] == [step.logprob for step in out.steps]
+    assert [s.top for s in scored] == [step.top for step in out.steps]
+    assert all(s.gap == 0 for s in scored)
 
 
 def test_tokenize_roundtrip(smollm2: ModelHandle) -> None:

@@ -6,7 +6,6 @@ import pytest
 
 from pytest_smallmodel.errors import ConfigError
 from pytest_smallmodel.project import (
-    MODEL_NAME_RE,
     TOP_LEVEL_KEYS,
     find_pyproject,
     load_project,
@@ -127,14 +126,14 @@ def test_unknown_top_level_key_lists_valid_ones(tmp_path: Path) -> None:
 def test_bad_specs(tmp_path: Path, spec: str, expected: str) -> None:
     message = load_error(tmp_path, f"[tool.smallmodel.models]\nm = {spec}\n")
     assert expected in message
-    assert "pyproject.toml" in message and "m" in message
+    assert "pyproject.toml: [tool.smallmodel.models] m" in message
 
 
 @pytest.mark.parametrize("name", ["Upper", "-dash", "sp ace", "_x", "é"])
 def test_invalid_model_names(tmp_path: Path, name: str) -> None:
     message = load_error(tmp_path, f'[tool.smallmodel.models]\n"{name}" = {{ path = "x" }}\n')
     assert "invalid model name" in message
-    assert not MODEL_NAME_RE.fullmatch(name)
+    assert repr(name) in message
 
 
 def test_settings_must_be_table(tmp_path: Path) -> None:
