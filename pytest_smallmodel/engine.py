@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import jsonschema
 
+from pytest_smallmodel.backend import Backend
 from pytest_smallmodel.errors import EngineError
 from pytest_smallmodel.result_cache import ResultCache, cache_key
 from pytest_smallmodel.results import (
@@ -53,7 +54,7 @@ def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
 class ModelPool:
     """This process's loaded models, one per (sha256, load settings, embedding)."""
 
-    _models: dict[tuple[Any, ...], WorkerModel] = field(default_factory=dict)
+    _models: dict[tuple[Any, ...], Backend] = field(default_factory=dict)
 
     def get(
         self,
@@ -64,7 +65,7 @@ class ModelPool:
         settings: EngineSettings,
         embedding: bool,
         chat_template: str | None = None,
-    ) -> WorkerModel:
+    ) -> Backend:
         key = (sha256, settings.load_key(), embedding, chat_template)
         model = self._models.get(key)
         if model is None:
@@ -79,7 +80,7 @@ class ModelPool:
             self._models[key] = model
         return model
 
-    def __iter__(self) -> Iterator[WorkerModel]:
+    def __iter__(self) -> Iterator[Backend]:
         return iter(list(self._models.values()))
 
     def close(self) -> None:
@@ -92,7 +93,7 @@ class ModelHandle:
     """What a test gets from the ``model`` fixture."""
 
     def __init__(
-        self, model: WorkerModel, settings: EngineSettings, cache: ResultCache | None = None
+        self, model: Backend, settings: EngineSettings, cache: ResultCache | None = None
     ) -> None:
         self._model = model
         self.settings = settings

@@ -22,13 +22,13 @@ import math
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from pytest_smallmodel.backend import ModelInfo, RepackDecision
 from pytest_smallmodel.errors import EngineError
 from pytest_smallmodel.fingerprint import model_fingerprint, runtime_fingerprint
 from pytest_smallmodel.results import FinishReason, ScoredStep, Step, Timings, TokenLogprob
@@ -39,14 +39,6 @@ _GGUF_MAGIC = b"GGUF"
 
 class NonFiniteLogits(EngineError):
     """The model produced NaN or infinite logits: a broken file or a broken runtime."""
-
-
-@dataclass(frozen=True)
-class RepackDecision:
-    """Whether weights are repacked into llama.cpp's extra buffer types (AMX, REPACK), and why."""
-
-    enabled: bool
-    reason: str
 
 
 _AMX_CRASH = (
@@ -184,21 +176,6 @@ def _logsumexp(logits: npt.NDArray[np.float32]) -> float:
     if not math.isfinite(peak):
         return peak
     return peak + math.log(float(np.exp(logits - peak).sum(dtype=np.float64)))
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the pytest process needs to know about a loaded model, sent once after loading."""
-
-    n_vocab: int
-    n_ctx_train: int
-    bos_text: str
-    eos_text: str
-    add_bos: bool
-    chat_template: str | None
-    fingerprint: Mapping[str, Any]
-    load_seconds: float
-    repack: RepackDecision
 
 
 class LlamaRuntime:

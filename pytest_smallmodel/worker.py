@@ -25,11 +25,11 @@ import threading
 import time
 import traceback
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from pytest_smallmodel.backend import ModelInfo, ModelStats
 from pytest_smallmodel.crash import CrashDiagnosis, EngineCrash, hints_for, signal_name, split_log
 from pytest_smallmodel.errors import EngineError
 from pytest_smallmodel.fingerprint import cpu_facts
@@ -131,17 +131,6 @@ def main(argv: Sequence[str]) -> int:
 
 
 # -- the pytest side -----------------------------------------------------------------------------
-
-
-@dataclass
-class ModelStats:
-    load_seconds: float = 0.0
-    worker_start_seconds: float = 0.0
-    calls: int = 0
-    cached_calls: int = 0
-    generated_tokens: int = 0
-    decode_seconds: float = 0.0
-    crashes: int = 0
 
 
 def _oom_kills() -> int | None:
@@ -294,8 +283,6 @@ class WorkerModel:
         fd, log_name = tempfile.mkstemp(prefix=f"smallmodel-{name}-", suffix=".log")
         os.close(fd)
         self.log_path = Path(log_name)
-        from pytest_smallmodel.runtime import ModelInfo
-
         self.info: ModelInfo = self._start("loading the model")
 
     # -- lifecycle ------------------------------------------------------------------------------

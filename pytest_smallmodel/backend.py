@@ -1,0 +1,116 @@
+"""The seam between a test's ``ModelHandle`` and whatever runs the model.
+
+A backend loads one pinned file with one set of settings and answers at the level of tokens:
+tokenize, render a chat, decode greedily, teacher-force given tokens (``score``), score a
+continuation, embed. ``ModelHandle`` (``engine.py``) builds requests, results, goldens and the
+result cache on top and never sees the runtime behind it. The llama-cpp-python engine worker
+(``worker.py`` over ``runtime.py``) is the first implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from pytest_smallmodel.results import FinishReason, ScoredStep, Step, Timings
+from pytest_smallmodel.settings import EngineSettings
+
+
+@dataclass(frozen=True)
+class RepackDecision:
+    """Whether weights are repacked into llama.cpp's extra buffer types (AMX, REPACK), and why."""
+
+    enabled: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the pytest process knows about a loaded model, sent once after loading."""
+
+    n_vocab: int
+    n_ctx_train: int
+    bos_text: str
+    eos_text: str
+    add_bos: bool
+    chat_template: str | None
+    fingerprint: Mapping[str, Any]
+    load_seconds: float
+    repack: RepackDecision
+
+
+@dataclass
+class ModelStats:
+    """Per-model figures for the terminal summary."""
+
+    load_seconds: float = 0.0
+    worker_start_seconds: float = 0.0
+    calls: int = 0
+    cached_calls: int = 0
+    generated_tokens: int = 0
+    decode_seconds: float = 0.0
+    crashes: int = 0
+
+
+class Backend(Protocol):
+    """One loaded model. Calls are serialised by the backend; ``timeout`` bounds each one."""
+
+    name: str
+    path: Path
+    sha256: str
+    settings: EngineSettings
+    embedding: bool
+    stats: ModelStats
+    info: ModelInfo
+
+    @property
+    def fingerprint(self) -> Mapping[str, Any]: ...
+
+    @property
+    def n_vocab(self) -> int: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def tokenize(self, text: str, *, add_bos: bool = True, special: bool = False) -> list[int]: ...
+
+    def detokenize(self, tokens: Sequence[int]) -> str: ...
+
+    def is_end(self, token: int) -> bool: ...
+
+    def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> str: ...
+
+    def decode(
+        self,
+        prompt_tokens: Sequence[int],
+        *,
+        max_tokens: int,
+        stop: Sequence[str],
+        top_k: int,
+        schema: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> tuple[list[Step], FinishReason, Timings]: ...
+
+    def score(
+        self,
+        prompt_tokens: Sequence[int],
+        tokens: Sequence[int],
+        *,
+        top_k: int,
+        schema: Mapping[str, Any] | None,
+        timeout: float | None = None,
+    ) -> list[ScoredStep]: ...
+
+    def continuation_logprob(
+        self,
+        prompt_tokens: Sequence[int],
+        continuation: Sequence[int],
+        *,
+        timeout: float | None = None,
+    ) -> float: ...
+
+    def embed(self, text: str, *, timeout: float | None = None) -> list[float]: ...
+
+    def close(self) -> None: ...
