@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from syrupy.assertion import SnapshotAssertion
+from syrupy.data import SnapshotCollections
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
 from pytest_smallmodel.atomic import atomic_write_text
@@ -37,9 +38,12 @@ from pytest_smallmodel.drift import (
     record_of,
 )
 from pytest_smallmodel.errors import GoldenError
+from pytest_smallmodel.pending import PendingStore
 from pytest_smallmodel.results import Step, TokenLogprob
+from pytest_smallmodel.unused import owns_golden
 
 if TYPE_CHECKING:
+    from syrupy.assertion import AssertionResult
     from syrupy.data import SnapshotCollection
     from syrupy.location import PyTestLocation
     from syrupy.types import PropertyFilter, PropertyMatcher, SerializableData, SnapshotIndex
@@ -344,6 +348,7 @@ class GoldenExtension(SingleFileSnapshotExtension):
     rootdir: ClassVar[Path] = Path()
     policy: ClassVar[DriftPolicy] = DriftPolicy()
     log: ClassVar[DriftLog] = DriftLog()
+    pending: ClassVar[PendingStore | None] = None
 
     def __init__(self) -> None:
         # syrupy makes one extension instance per assertion object and calls read, serialize,
@@ -381,8 +386,15 @@ class GoldenExtension(SingleFileSnapshotExtension):
         if location.suffix != f".{FILE_EXTENSION}":
             return False
         stem = location.name[: -len(FILE_EXTENSION) - 1]
-        own = snapshot_stem(test_location.snapshot_name, 0)
-        return stem == own or stem.startswith((f"{own}.", f"{own}["))
+        return owns_golden(snapshot_stem(test_location.snapshot_name, 0), stem)
+
+    def discover_snapshots(
+        self, *, test_location: PyTestLocation, ignore_extensions: list[str] | None = None
+    ) -> SnapshotCollections:
+        # syrupy's unused detection deletes goldens of tests that errored, were deselected or
+        # never ran (interrupted session). Showing it no golden turns it off without its
+        # "detection is disabled" warning; unused.py decides instead, from test outcomes.
+        return SnapshotCollections()
 
     def display_path(self, location: str | None) -> str:
         if location is None:
@@ -461,7 +473,12 @@ class GoldenExtension(SingleFileSnapshotExtension):
 
 
 def golden_extension_class(
-    *, golden_dir: Path, rootdir: Path, policy: DriftPolicy, log: DriftLog
+    *,
+    golden_dir: Path,
+    rootdir: Path,
+    policy: DriftPolicy,
+    log: DriftLog,
+    pending: PendingStore | None = None,
 ) -> type[GoldenExtension]:
     """A GoldenExtension subclass configured for this session (same arguments, same class).
 
@@ -472,9 +489,9 @@ def golden_extension_class(
     golden_dir, rootdir = Path(golden_dir).resolve(), Path(rootdir).resolve()
     # One class per configuration: syrupy discovers goldens once per extension class and
     # directory, so a fresh class per test would rescan golden/ for every test.
-    cache_key = (golden_dir, rootdir, policy, id(log))
+    cache_key = (golden_dir, rootdir, policy, id(log), id(pending))
     cached = _CLASSES.get(cache_key)
-    if cached is not None and cached.log is log:
+    if cached is not None and cached.log is log and cached.pending is pending:
         return cached
     key = hashlib.sha256(
         f"{Path(golden_dir).resolve()}\0{Path(rootdir).resolve()}".encode()
@@ -488,6 +505,7 @@ def golden_extension_class(
             "rootdir": rootdir,
             "policy": policy,
             "log": log,
+            "pending": pending,
             "__module__": __name__,
             "__qualname__": name,
         },
@@ -497,7 +515,7 @@ def golden_extension_class(
     return cls
 
 
-_CLASSES: dict[tuple[Path, Path, DriftPolicy, int], type[GoldenExtension]] = {}
+_CLASSES: dict[tuple[Path, Path, DriftPolicy, int, int], type[GoldenExtension]] = {}
 
 
 class GoldenMismatch(AssertionError):
@@ -518,9 +536,12 @@ class GoldenAssertion(SnapshotAssertion):
             extension.test_id = self.test_location.nodeid
             extension.rewriting = self.update_snapshots
             extension.verdict = None
-        if self._assert(other):
-            return True
+        passed = self._assert(other)
         result = self.executions[self.num_executions - 1]
+        if isinstance(extension, GoldenExtension) and extension.pending is not None:
+            self._keep_pending(extension, extension.pending, result)
+        if passed:
+            return True
         if (
             isinstance(extension, GoldenExtension)
             and extension.verdict is None
@@ -531,6 +552,26 @@ class GoldenAssertion(SnapshotAssertion):
                 test=self.test_location.nodeid,
             )
         raise GoldenMismatch("\n".join(self.get_assert_diff()))
+
+    def _keep_pending(
+        self, extension: GoldenExtension, store: PendingStore, result: AssertionResult
+    ) -> None:
+        """A failed comparison leaves this run's result pending; a passing one clears it."""
+        golden = Path(result.snapshot_location)
+        if result.success:
+            store.discard(golden)  # matched, or rewritten by --snapshot-update: nothing to review
+            return
+        if result.exception is not None or not isinstance(result.asserted_data, str):
+            return  # the value could not be stored (e.g. not JSON-serialisable): nothing pending
+        verdict = extension.verdict or missing_verdict(extension.display_path(str(golden)))
+        store.write(
+            golden,
+            result.asserted_data,
+            test=self.test_location.nodeid,
+            outcome=verdict.outcome.value,
+            headline=verdict.headline,
+            report=verdict.lines,
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
