@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from pytest_smallmodel import review as review_core
 from pytest_smallmodel.errors import ConfigError, LockError, SmallModelError, SourceError
 from pytest_smallmodel.lockfile import LOCK_VERSION, Lock, LockedModel, read_lock, write_lock
 from pytest_smallmodel.project import ModelSpec, Project, load_project
@@ -274,6 +275,120 @@ def _human_size(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} B"  # pragma: no cover
+
+
+def _pending_dir(project: Project, source: Path | None) -> Path:
+    if source is not None:
+        if not source.is_dir():
+            raise ConfigError(
+                f"--from {source}: no such directory. Pass the pending directory downloaded "
+                "from CI (the artifact of `pytest --smallmodel-pending=DIR`)."
+            )
+        return source
+    from pytest_smallmodel.pending import DEFAULT_PENDING_DIR
+
+    configured = project.options.get("pending_dir", DEFAULT_PENDING_DIR)
+    if not isinstance(configured, str) or not configured:
+        raise ConfigError(
+            f"{project.pyproject} [tool.smallmodel] pending_dir = {configured!r}: expected a "
+            "directory path relative to the project root"
+        )
+    return project.root / configured
+
+
+@main.command()
+@click.option("--list", "list_only", is_flag=True, help="List the pending goldens; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the listing or the outcome as JSON.")
+@click.option(
+    "--accept",
+    "accept_pattern",
+    is_flag=False,
+    flag_value="*",
+    default=None,
+    metavar="[PATTERN]",
+    help="Accept the pending goldens whose golden path matches the shell-style PATTERN "
+    "(all when omitted): each replaces its golden.",
+)
+@click.option(
+    "--reject",
+    "reject_pattern",
+    is_flag=False,
+    flag_value="*",
+    default=None,
+    metavar="[PATTERN]",
+    help="Reject the matching pending goldens (all when omitted): the goldens stay as they are.",
+)
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Review this pending directory (e.g. downloaded from CI) instead of the project's.",
+)
+@click.option(
+    "--interactive",
+    is_flag=True,
+    help="Ask for each pending golden even when stdin is not a terminal (one key per line).",
+)
+@click.pass_context
+def review(
+    ctx: click.Context,
+    list_only: bool,
+    as_json: bool,
+    accept_pattern: str | None,
+    reject_pattern: str | None,
+    source: Path | None,
+    interactive: bool,
+) -> None:
+    """Accept or reject the pending goldens left by failed golden assertions.
+
+    With no action on a terminal, shows each pending golden's drift report and asks:
+    a accept, r reject, s skip, A accept all, R reject all, q quit.
+    """
+    import json
+    import sys
+
+    core = review_core
+    actions = [list_only, accept_pattern is not None, reject_pattern is not None]
+    if sum(actions) > 1:
+        raise click.UsageError("choose one of --list, --accept and --reject.")
+    project = _project(ctx)
+    items, corrupt = core.load_review(_pending_dir(project, source), project.root)
+    if list_only:
+        if as_json:
+            click.echo(core.listing_json(items, corrupt))
+        else:
+            for line in core.listing_lines(items, corrupt):
+                click.echo(line)
+        return
+    if accept_pattern is not None or reject_pattern is not None:
+        action = core.Action.ACCEPT if accept_pattern is not None else core.Action.REJECT
+        pattern = accept_pattern if accept_pattern is not None else reject_pattern
+        result = core.apply_to_matching(items, corrupt, action, pattern)
+    else:
+        if not (interactive or sys.stdin.isatty()):
+            raise click.UsageError(
+                "stdin is not a terminal: use --list, --accept [PATTERN] or --reject [PATTERN] "
+                "(or --interactive to answer one key per line)."
+            )
+        result = core.run_review(items, corrupt, _ask)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        for line in result.lines():
+            click.echo(line, err=not result.ok and line.startswith(("conflict", "corrupt")))
+    if not result.ok:
+        ctx.exit(1)
+
+
+def _ask(item: review_core.ReviewItem, position: int, total: int) -> review_core.Key:
+    Key = review_core.Key
+    click.echo("")
+    click.echo(f"[{position}/{total}] " + "\n".join(item.describe()))
+    answer = click.prompt(
+        review_core.KEY_HELP, type=click.Choice([key.value for key in Key]), show_choices=False
+    )
+    return Key(answer)
 
 
 if __name__ == "__main__":  # pragma: no cover
