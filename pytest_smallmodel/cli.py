@@ -391,5 +391,80 @@ def _ask(item: review_core.ReviewItem, position: int, total: int) -> review_core
     return Key(answer)
 
 
+@main.command(name="compare")
+@click.argument("old")
+@click.argument("new")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a self-contained HTML report (side by side, tokens shaded by logprob).",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the report as JSON.",
+)
+@click.option(
+    "--update",
+    is_flag=True,
+    help="Write NEW's results as pending goldens; `smallmodel review` then finishes the switch.",
+)
+@click.pass_context
+def compare_models(
+    ctx: click.Context,
+    old: str,
+    new: str,
+    html_path: Path | None,
+    json_path: Path | None,
+    update: bool,
+) -> None:
+    """Replay the requests stored in OLD's goldens on the locked model NEW and report.
+
+    OLD and NEW are model names (optionally NAME@SHA256PREFIX); they may be the same name after
+    `smallmodel lock --upgrade NAME`, whose goldens still hold the old sha256. The Markdown
+    report goes to stdout.
+    """
+    import json
+
+    from pytest_smallmodel.atomic import atomic_write_text
+    from pytest_smallmodel.compare import run_compare
+    from pytest_smallmodel.pending import PendingStore
+    from pytest_smallmodel.registry import ModelReference, ModelRegistry
+
+    project = _project(ctx)
+    configured = project.options.get("golden_dir", "golden")
+    if not isinstance(configured, str) or not configured:
+        raise ConfigError(
+            f"{project.pyproject} [tool.smallmodel] golden_dir = {configured!r}: expected a "
+            "directory path relative to the project root"
+        )
+    golden_dir = project.root / configured
+    pending = (
+        PendingStore(_pending_dir(project, None), golden_dir=golden_dir, root=project.root)
+        if update
+        else None
+    )
+    registry = ModelRegistry(project)
+    try:
+        report = run_compare(
+            registry,
+            golden_dir=golden_dir,
+            old=ModelReference.parse(old),
+            new=ModelReference.parse(new),
+            pending=pending,
+        )
+    finally:
+        registry.close()
+    click.echo(report.markdown(), nl=False)
+    if html_path is not None:
+        atomic_write_text(html_path, report.html())
+    if json_path is not None:
+        atomic_write_text(json_path, json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
