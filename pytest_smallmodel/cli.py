@@ -1,4 +1,5 @@
-"""``smallmodel``: lock, pull, verify and list the project's pinned model files.
+"""``smallmodel``: lock, pull, verify and list the project's pinned model files; review pending
+goldens (``review``) and replay one model's goldens on another (``compare``).
 
 Exit codes: 0 ok, 1 a check failed (mismatch, missing file, stale lock, download failure),
 2 usage or configuration error. Expected errors print one message to stderr, never a traceback.
@@ -287,10 +288,14 @@ def _pending_dir(project: Project, source: Path | None) -> Path:
         return source
     from pytest_smallmodel.pending import DEFAULT_PENDING_DIR
 
-    configured = project.options.get("pending_dir", DEFAULT_PENDING_DIR)
+    return _configured_dir(project, "pending_dir", DEFAULT_PENDING_DIR)
+
+
+def _configured_dir(project: Project, key: str, default: str) -> Path:
+    configured = project.options.get(key, default)
     if not isinstance(configured, str) or not configured:
         raise ConfigError(
-            f"{project.pyproject} [tool.smallmodel] pending_dir = {configured!r}: expected a "
+            f"{project.pyproject} [tool.smallmodel] {key} = {configured!r}: expected a "
             "directory path relative to the project root"
         )
     return project.root / configured
@@ -436,13 +441,7 @@ def compare_models(
     from pytest_smallmodel.registry import ModelReference, ModelRegistry
 
     project = _project(ctx)
-    configured = project.options.get("golden_dir", "golden")
-    if not isinstance(configured, str) or not configured:
-        raise ConfigError(
-            f"{project.pyproject} [tool.smallmodel] golden_dir = {configured!r}: expected a "
-            "directory path relative to the project root"
-        )
-    golden_dir = project.root / configured
+    golden_dir = _configured_dir(project, "golden_dir", "golden")
     pending = (
         PendingStore(_pending_dir(project, None), golden_dir=golden_dir, root=project.root)
         if update

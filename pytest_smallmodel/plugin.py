@@ -172,26 +172,27 @@ class SmallModelSession:
     def pending_store(self) -> PendingStore:
         if self._pending is None:
             option = self.config.getoption("smallmodel_pending")
-            configured = self.project.options.get("pending_dir", DEFAULT_PENDING_DIR)
-            if option is None and (not isinstance(configured, str) or not configured):
-                raise ConfigError(
-                    f"{self.project.pyproject} [tool.smallmodel] pending_dir = {configured!r}: "
-                    "expected a directory path relative to the pytest rootdir"
-                )
-            directory = self.config.rootpath / (option or configured)
+            directory = (
+                self.config.rootpath / option
+                if option
+                else self._configured_dir("pending_dir", DEFAULT_PENDING_DIR)
+            )
             self._pending = PendingStore(
                 directory, golden_dir=self.golden_dir(), root=self.config.rootpath
             )
         return self._pending
 
     def golden_dir(self) -> Path:
-        configured = self.project.options.get("golden_dir", "golden")
+        return self._configured_dir("golden_dir", "golden").resolve()
+
+    def _configured_dir(self, key: str, default: str) -> Path:
+        configured = self.project.options.get(key, default)
         if not isinstance(configured, str) or not configured:
             raise ConfigError(
-                f"{self.project.pyproject} [tool.smallmodel] golden_dir = {configured!r}: "
+                f"{self.project.pyproject} [tool.smallmodel] {key} = {configured!r}: "
                 "expected a directory path relative to the pytest rootdir"
             )
-        return (self.config.rootpath / configured).resolve()
+        return self.config.rootpath / configured
 
     def pending_written(self) -> list[str]:
         """Pending goldens written in this session, by this process or the xdist workers."""

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import pytest
 from click.testing import CliRunner, Result
-from real_model import smollm2_path
+from real_model import smollm2_path, smollm2_project
 
 from pytest_smallmodel.cli import main as smallmodel_cli
 
@@ -45,12 +44,7 @@ def cli(project: pytest.Pytester, *args: str) -> Result:
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """Goldens recorded with `local`, a copy of SmolLM2 (so a test can alter its weights)."""
-    source = smollm2_path()
-    assert source is not None
-    shutil.copyfile(source, pytester.path / "local.gguf")
-    monkeypatch.setenv("SMALLMODEL_CACHE_DIR", str(pytester.path / ".cache"))
-    pytester.makepyprojecttoml('[tool.smallmodel.models]\nlocal = { path = "local.gguf" }\n')
-    assert cli(pytester, "lock").exit_code == 0
+    smollm2_project(pytester, monkeypatch, name="local")
     pytester.makepyfile(test_suite=SUITE)
     pytester.runpytest("--snapshot-update").assert_outcomes(passed=4)
     return pytester

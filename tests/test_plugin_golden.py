@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from real_model import smollm2_path
+from real_model import smollm2_path, smollm2_project
 
 from pytest_smallmodel.cli import main as smallmodel_cli
 
@@ -37,12 +36,7 @@ def lock(root: Path, *args: str) -> None:
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """A project whose model `local` is a copy of SmolLM2 (so a test can alter its weights)."""
-    source = smollm2_path()
-    assert source is not None
-    shutil.copyfile(source, pytester.path / "local.gguf")
-    monkeypatch.setenv("SMALLMODEL_CACHE_DIR", str(pytester.path / ".cache"))
-    pytester.makepyprojecttoml('[tool.smallmodel.models]\nlocal = { path = "local.gguf" }\n')
-    lock(pytester.path)
+    smollm2_project(pytester, monkeypatch, name="local")
     pytester.makepyfile(test_suite=SUITE)
     pytester.runpytest("--snapshot-update").assert_outcomes(passed=2)
     return pytester

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from real_model import SMOLLM2_DISTRIBUTION, SMOLLM2_FILE, smollm2_path
+from real_model import smollm2_path, smollm2_project
 
 from pytest_smallmodel.cli import main as smallmodel_cli
 
@@ -35,12 +35,7 @@ LABEL = "golden/test_suite/test_label.json"
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    monkeypatch.setenv("SMALLMODEL_CACHE_DIR", str(pytester.path / ".cache"))
-    pytester.makepyprojecttoml(
-        "[tool.smallmodel.models]\n"
-        f'smollm2 = {{ package = "{SMOLLM2_DISTRIBUTION}", file = "{SMOLLM2_FILE}" }}\n'
-    )
-    assert cli(pytester, "lock").exit_code == 0
+    smollm2_project(pytester, monkeypatch)
     pytester.makepyfile(test_suite=SUITE)
     pytester.runpytest("--snapshot-update").assert_outcomes(passed=2)
     return pytester

