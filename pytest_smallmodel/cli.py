@@ -434,9 +434,10 @@ def compare_models(
     report goes to stdout.
     """
     import json
+    from dataclasses import replace
 
     from pytest_smallmodel.atomic import atomic_write_text
-    from pytest_smallmodel.compare import run_compare
+    from pytest_smallmodel.compare import peak_rss_mib, run_compare
     from pytest_smallmodel.pending import PendingStore
     from pytest_smallmodel.registry import ModelReference, ModelRegistry
 
@@ -458,6 +459,8 @@ def compare_models(
         )
     finally:
         registry.close()
+    # Measured again once closed: a model run in a worker process counts when it has exited.
+    report.figures = replace(report.figures, new_peak_rss_mib=peak_rss_mib())
     click.echo(report.markdown(), nl=False)
     if html_path is not None:
         atomic_write_text(html_path, report.html())

@@ -317,6 +317,8 @@ class Figures:
     divergence_mean: float | None
     divergence_max: float | None
     rerendered: int
+    embeddings: int
+    embedding_cosine_min: float | None
     new_tokens_per_second: float | None
     new_load_seconds: float
     new_peak_rss_mib: float
@@ -383,6 +385,11 @@ class CompareReport:
                 f"| divergence, mean / largest (nats, {f.divergence_steps} steps) | "
                 f"{f.divergence_mean:.4f} / {f.divergence_max:.4f} |"
             )
+        if f.embeddings:
+            out.append(
+                f"| embeddings, lowest cosine similarity | {f.embeddings}, "
+                f"{_num(f.embedding_cosine_min)} |"
+            )
         if f.rerendered:
             out.append(f"| prompts re-tokenized differently by NEW | {f.rerendered} |")
         if f.errors:
@@ -390,7 +397,7 @@ class CompareReport:
         speed = "n/a" if f.new_tokens_per_second is None else f"{f.new_tokens_per_second:.1f}"
         out += [
             f"| NEW tokens per second (OLD: not stored) | {speed} |",
-            f"| NEW load time, s (OLD: not stored) | {f.new_load_seconds:.2f} |",
+            f"| NEW verify + load time, s (OLD: not stored) | {f.new_load_seconds:.2f} |",
             f"| peak memory of this process, MiB (OLD: not stored) | {f.new_peak_rss_mib:.0f} |",
             "",
             f"_{DIVERGENCE_NOTE}_",
@@ -523,6 +530,7 @@ def figures_of(cases: Sequence[CaseResult], *, load_seconds: float, peak_rss_mib
     tokens = sum(c.generated_tokens for c in cases)
     seconds = sum(c.decode_seconds for c in cases)
     fields = sum(c.fields_total for c in extractions)
+    cosines = [c.cosine for c in cases if c.cosine is not None]
     return Figures(
         cases=len(cases),
         identical=sum(1 for c in cases if c.identical),
@@ -536,14 +544,17 @@ def figures_of(cases: Sequence[CaseResult], *, load_seconds: float, peak_rss_mib
         divergence_mean=round(sum(gaps) / len(gaps), _DECIMALS) if gaps else None,
         divergence_max=max(gaps) if gaps else None,
         rerendered=sum(1 for c in cases if c.rerendered),
+        embeddings=len(cosines),
+        embedding_cosine_min=min(cosines) if cosines else None,
         new_tokens_per_second=round(tokens / seconds, 1) if seconds > 0 else None,
         new_load_seconds=round(load_seconds, 3),
         new_peak_rss_mib=peak_rss_mib,
     )
 
 
-def _peak_rss_mib() -> float:
-    # ru_maxrss is KiB on Linux, bytes on macOS; children cover a model run in a worker process.
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process or of any finished child (a model worker), MiB."""
+    # ru_maxrss is KiB on Linux, bytes on macOS.
     scale = 1 / 1024 if sys.platform != "darwin" else 1 / (1024 * 1024)
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -610,7 +621,7 @@ def run_compare(
                 )
                 if target is not None:
                     written.append(_relative(target, root))
-    figures = figures_of(results, load_seconds=load_seconds, peak_rss_mib=_peak_rss_mib())
+    figures = figures_of(results, load_seconds=load_seconds, peak_rss_mib=peak_rss_mib())
     return CompareReport(
         old=str(old),
         new=str(new),
@@ -636,6 +647,7 @@ __all__ = [
     "compare_case",
     "figures_of",
     "find_goldens",
+    "peak_rss_mib",
     "replay",
     "run_compare",
 ]

@@ -34,6 +34,10 @@ def test_label(model, golden):
 @pytest.mark.model("local")
 def test_extract(model, golden):
     assert model.extract("Alice is 30 years old. JSON:", SCHEMA, max_tokens=32) == golden
+
+@pytest.mark.model("emb", pooling="mean")
+def test_embed(model, golden):
+    assert model.embed("The cat sat on the mat.") == golden
 """
 
 
@@ -45,8 +49,11 @@ def cli(project: pytest.Pytester, *args: str) -> Result:
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """Goldens recorded with `local`, a copy of SmolLM2 (so a test can alter its weights)."""
     smollm2_project(pytester, monkeypatch, name="local")
+    with (pytester.path / "pyproject.toml").open("a", encoding="utf-8") as pyproject:
+        pyproject.write('\nemb = { path = "local.gguf", embedding = true }\n')
+    assert cli(pytester, "lock").exit_code == 0
     pytester.makepyfile(test_suite=SUITE)
-    pytester.runpytest("--snapshot-update").assert_outcomes(passed=4)
+    pytester.runpytest("--snapshot-update").assert_outcomes(passed=5)
     return pytester
 
 
@@ -65,6 +72,22 @@ def test_a_model_compared_with_itself_is_identical(project: pytest.Pytester) -> 
     assert figures["new_tokens_per_second"] > 0 and figures["new_load_seconds"] > 0
     assert not (project.path / ".smallmodel").exists()  # no --update: nothing pending
 
+    embedding = cli(project, "compare", "emb", "emb")
+    assert embedding.exit_code == 0, embedding.output
+    assert "(embedding): identical; cosine 1.000000" in embedding.output
+
+    # A golden recorded with another tokenizer: its ids do not fit, its text is rendered again.
+    golden = project.path / "golden" / "test_suite" / "test_motto.json"
+    record = json.loads(golden.read_text(encoding="utf-8"))
+    record["request"]["prompt_tokens"] = [7, 7, 7]
+    golden.write_text(json.dumps(record), encoding="utf-8")
+    again = cli(project, "compare", "local", "local", "--json", str(report))
+    assert again.exit_code == 0, again.output
+    assert json.loads(report.read_text(encoding="utf-8"))["figures"]["rerendered"] == 1
+    assert "identical; prompt re-tokenized by NEW (token ids differ from the golden's)" in (
+        again.output
+    )
+
 
 def test_changed_weights_are_measured_and_update_hands_over_to_review(
     project: pytest.Pytester,
@@ -72,7 +95,7 @@ def test_changed_weights_are_measured_and_update_hands_over_to_review(
     with (project.path / "local.gguf").open("r+b") as handle:  # zeroed weights stay finite
         handle.seek(50_000_000)
         handle.write(b"\x00" * 65536)
-    assert cli(project, "lock", "--upgrade", "local").exit_code == 0  # goldens keep the old sha
+    assert cli(project, "lock", "--upgrade").exit_code == 0  # goldens keep the old sha
     report_json, report_html = project.path / "report.json", project.path / "report.html"
     result = cli(
         project,
@@ -104,15 +127,22 @@ def test_changed_weights_are_measured_and_update_hands_over_to_review(
     assert "http" not in page  # self-contained: nothing to fetch
 
     assert "4 pending golden(s) written" in result.output  # the sha changed in every golden
+    embedding = cli(project, "compare", "emb", "emb", "--json", str(report_json), "--update")
+    assert embedding.exit_code == 0, embedding.output
+    cosine = json.loads(report_json.read_text(encoding="utf-8"))["figures"]
+    assert 0.5 < cosine["embedding_cosine_min"] < 1.0  # changed, still finite and similar
     accepted = cli(project, "review", "--accept")
     assert accepted.exit_code == 0, accepted.output
-    project.runpytest().assert_outcomes(passed=4)  # the switch is complete
+    assert "5 accepted" in accepted.output
+    project.runpytest().assert_outcomes(passed=5)  # the switch is complete
 
 
 def test_bad_input_is_named(project: pytest.Pytester) -> None:
     unknown = cli(project, "compare", "local", "qwen")
     assert unknown.exit_code == 2
-    assert "unknown model 'qwen'" in unknown.output and "Locked models: local" in unknown.output
+    assert (
+        "unknown model 'qwen'" in unknown.output and "Locked models: emb, local" in unknown.output
+    )
 
     none = cli(project, "compare", "local@0123456789", "local")
     assert none.exit_code == 1
