@@ -376,7 +376,7 @@ def review(
                 "stdin is not a terminal: use --list, --accept [PATTERN] or --reject [PATTERN] "
                 "(or --interactive to answer one key per line)."
             )
-        result = core.run_review(items, corrupt, _ask)
+        result = core.run_review(items, corrupt, _ask_key if sys.stdin.isatty() else _ask_line)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     else:
@@ -386,14 +386,37 @@ def review(
         ctx.exit(1)
 
 
-def _ask(item: review_core.ReviewItem, position: int, total: int) -> review_core.Key:
-    Key = review_core.Key
+def _show(item: review_core.ReviewItem, position: int, total: int) -> None:
     click.echo("")
     click.echo(f"[{position}/{total}] " + "\n".join(item.describe()))
+
+
+def _ask_key(item: review_core.ReviewItem, position: int, total: int) -> review_core.Key:
+    """On a terminal: one key press, no Enter."""
+    _show(item, position, total)
+    click.echo(f"{review_core.KEY_HELP}? ", nl=False)
+    keys = {key.value for key in review_core.Key}
+    while True:
+        # One read may hold several keys typed ahead (or an escape sequence): the first key
+        # counts, the rest is dropped rather than applied to goldens not yet shown.
+        for pressed in click.getchar():
+            if pressed in keys:
+                click.echo(pressed)
+                return review_core.Key(pressed)
+            if pressed in ("\x03", "\x04"):  # Ctrl-C, Ctrl-D: stop like q; decisions stay
+                click.echo("q")
+                return review_core.Key.QUIT
+
+
+def _ask_line(item: review_core.ReviewItem, position: int, total: int) -> review_core.Key:
+    """``--interactive`` without a terminal: one key per line."""
+    _show(item, position, total)
     answer = click.prompt(
-        review_core.KEY_HELP, type=click.Choice([key.value for key in Key]), show_choices=False
+        review_core.KEY_HELP,
+        type=click.Choice([key.value for key in review_core.Key]),
+        show_choices=False,
     )
-    return Key(answer)
+    return review_core.Key(answer)
 
 
 @main.command(name="compare")

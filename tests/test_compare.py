@@ -76,6 +76,23 @@ def test_a_model_compared_with_itself_is_identical(project: pytest.Pytester) -> 
     assert embedding.exit_code == 0, embedding.output
     assert "(embedding): identical; cosine 1.000000" in embedding.output
 
+    # A golden in which OLD chose the other label: a flip, shown with both labels' logprobs.
+    label = project.path / "golden" / "test_suite" / "test_label.json"
+    recorded = json.loads(label.read_text(encoding="utf-8"))
+    chosen = recorded["label"]
+    other = next(name for name in recorded["logprobs"] if name != chosen)
+    recorded["label"] = other
+    label.write_text(json.dumps(recorded), encoding="utf-8")
+    flipped = cli(project, "compare", "local", "local", "--json", str(report))
+    assert flipped.exit_code == 0, flipped.output
+    old_lp, new_lp = recorded["logprobs"][other], recorded["logprobs"][chosen]
+    assert (
+        f"label flips {other!r} (logprob {old_lp:.4f} in OLD) -> {chosen!r} "
+        f"(logprob {new_lp:.4f} in NEW)" in flipped.output
+    )
+    flipped_figures = json.loads(report.read_text(encoding="utf-8"))["figures"]
+    assert (flipped_figures["labels"], flipped_figures["labels_agreeing"]) == (1, 0)
+
     # A golden recorded with another tokenizer: its ids do not fit, its text is rendered again.
     golden = project.path / "golden" / "test_suite" / "test_motto.json"
     record = json.loads(golden.read_text(encoding="utf-8"))

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pty
+import select
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -215,3 +221,49 @@ def test_xdist_workers_write_pending_goldens(project: pytest.Pytester) -> None:
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(["2 pending goldens written to .smallmodel/pending*"])
     assert pending_file(project, MOTTO).exists() and pending_file(project, LABEL).exists()
+
+
+def test_review_on_a_terminal_takes_one_key_per_golden(project: pytest.Pytester) -> None:
+    before = fail_with_changed_prompts(project)
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pytest_smallmodel.cli", "--project", str(project.path), "review"],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+    )
+    os.close(secondary)
+    seen = b""
+
+    def read_until(marker: bytes, seconds: float = 60) -> bool:
+        nonlocal seen
+        deadline = time.monotonic() + seconds
+        while marker not in seen and time.monotonic() < deadline:
+            if select.select([primary], [], [], 0.2)[0]:
+                try:
+                    seen += os.read(primary, 4096)
+                except OSError:  # the terminal closed: the program has exited
+                    break
+        return marker in seen
+
+    try:
+        for key in (b"r", b"a"):  # no Enter: single key presses
+            assert read_until(b"[q]uit? "), seen
+            # Switching the terminal to raw mode flushes input typed just before it: press the
+            # key again if the program has not echoed it.
+            time.sleep(0.3)
+            os.write(primary, key)
+            while not read_until(b"[q]uit? " + key, seconds=5):
+                os.write(primary, key)
+            seen = seen.replace(b"[q]uit? ", b"[q]uit: ", 1)
+        assert read_until(b"1 accepted, 1 rejected"), seen
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
+        os.close(primary)
+    text = seen.decode("utf-8", "replace")
+    assert "[1/2] golden/test_suite/test_label.json" in text and "[2/2]" in text
+    assert "request diff (golden -> this run):" in text
+    assert read(project, LABEL) == before[LABEL]
+    assert read(project, MOTTO) != before[MOTTO]
+    assert not pending_file(project, MOTTO).exists() and not pending_file(project, LABEL).exists()
