@@ -32,6 +32,8 @@ def test_routing(model, golden, word):
 
 @pytest.mark.model("smollm2")
 def test_summary(model, golden):
+    if os.environ.get("SKIP_SUMMARY"):
+        pytest.skip("skipped before its golden assertion")
     if os.environ.get("SUMMARY_NO_ASSERT"):
         return  # passes without asserting its golden: the golden is really unused
     assert model.classify("Is bread food? Answer:", [" yes", " no"]) == golden
@@ -51,7 +53,7 @@ DELETED_SUMMARY = (
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    for name in ("BREAK_MOTTO", "INTERRUPT_AT", "SUMMARY_NO_ASSERT"):
+    for name in ("BREAK_MOTTO", "INTERRUPT_AT", "SKIP_SUMMARY", "SUMMARY_NO_ASSERT"):
         monkeypatch.delenv(name, raising=False)
     smollm2_project(pytester, monkeypatch)
     pytester.makepyfile(test_suite=SUITE)
@@ -69,17 +71,18 @@ def assert_nothing_deleted(output: str) -> None:
     assert "deleted" not in output.lower().replace("deselected", "")
 
 
-def test_error_before_the_assertion_keeps_the_golden(
+def test_error_or_skip_before_the_assertion_keeps_the_golden(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = snapshot(project)
     monkeypatch.setenv("BREAK_MOTTO", "1")
+    monkeypatch.setenv("SKIP_SUMMARY", "1")
     result = project.runpytest("--snapshot-update")
-    result.assert_outcomes(passed=3, failed=1)
+    result.assert_outcomes(passed=2, failed=1, skipped=1)
     assert snapshot(project) == before
     assert_nothing_deleted(result.stdout.str())
     plain = project.runpytest()  # and a plain run does not advise deleting it
-    plain.assert_outcomes(passed=3, failed=1)
+    plain.assert_outcomes(passed=2, failed=1, skipped=1)
     assert "unused" not in plain.stdout.str()
 
 
