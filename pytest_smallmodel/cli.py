@@ -1,4 +1,5 @@
-"""``smallmodel``: lock, pull, verify and list the project's pinned model files; ``doctor``.
+"""``smallmodel``: lock, pull, verify and list the project's pinned model files; ``doctor``;
+review pending goldens (``review``) and replay one model's goldens on another (``compare``).
 
 Exit codes: 0 ok, 1 a check failed (mismatch, missing file, stale lock, download failure),
 2 usage, configuration or file-system error (full disk, read-only, permissions). Expected errors
@@ -14,6 +15,7 @@ from typing import Any
 
 import click
 
+from pytest_smallmodel import review as review_core
 from pytest_smallmodel.atomic import check_writable
 from pytest_smallmodel.chat_template import template_change
 from pytest_smallmodel.errors import ConfigError, LockError, SmallModelError, SourceError
@@ -313,6 +315,219 @@ def _human_size(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} B"  # pragma: no cover
+
+
+def _pending_dir(project: Project, source: Path | None) -> Path:
+    if source is not None:
+        if not source.is_dir():
+            raise ConfigError(
+                f"--from {source}: no such directory. Pass the pending directory downloaded "
+                "from CI (the artifact of `pytest --smallmodel-pending=DIR`)."
+            )
+        return source
+    from pytest_smallmodel.pending import DEFAULT_PENDING_DIR
+
+    return _configured_dir(project, "pending_dir", DEFAULT_PENDING_DIR)
+
+
+def _configured_dir(project: Project, key: str, default: str) -> Path:
+    configured = project.options.get(key, default)
+    if not isinstance(configured, str) or not configured:
+        raise ConfigError(
+            f"{project.pyproject} [tool.smallmodel] {key} = {configured!r}: expected a "
+            "directory path relative to the project root"
+        )
+    return project.root / configured
+
+
+@main.command()
+@click.option("--list", "list_only", is_flag=True, help="List the pending goldens; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the listing or the outcome as JSON.")
+@click.option(
+    "--accept",
+    "accept_pattern",
+    is_flag=False,
+    flag_value="*",
+    default=None,
+    metavar="[PATTERN]",
+    help="Accept the pending goldens whose golden path matches the shell-style PATTERN "
+    "(all when omitted): each replaces its golden.",
+)
+@click.option(
+    "--reject",
+    "reject_pattern",
+    is_flag=False,
+    flag_value="*",
+    default=None,
+    metavar="[PATTERN]",
+    help="Reject the matching pending goldens (all when omitted): the goldens stay as they are.",
+)
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Review this pending directory (e.g. downloaded from CI) instead of the project's.",
+)
+@click.option(
+    "--interactive",
+    is_flag=True,
+    help="Ask for each pending golden even when stdin is not a terminal (one key per line).",
+)
+@click.pass_context
+def review(
+    ctx: click.Context,
+    list_only: bool,
+    as_json: bool,
+    accept_pattern: str | None,
+    reject_pattern: str | None,
+    source: Path | None,
+    interactive: bool,
+) -> None:
+    """Accept or reject the pending goldens left by failed golden assertions.
+
+    With no action on a terminal, shows each pending golden's drift report and asks:
+    a accept, r reject, s skip, A accept all, R reject all, q quit.
+    """
+    import json
+    import sys
+
+    core = review_core
+    actions = [list_only, accept_pattern is not None, reject_pattern is not None]
+    if sum(actions) > 1:
+        raise click.UsageError("choose one of --list, --accept and --reject.")
+    project = _project(ctx)
+    items, corrupt = core.load_review(_pending_dir(project, source), project.root)
+    if list_only:
+        if as_json:
+            click.echo(core.listing_json(items, corrupt))
+        else:
+            for line in core.listing_lines(items, corrupt):
+                click.echo(line)
+        return
+    if accept_pattern is not None or reject_pattern is not None:
+        action = core.Action.ACCEPT if accept_pattern is not None else core.Action.REJECT
+        pattern = accept_pattern if accept_pattern is not None else reject_pattern
+        result = core.apply_to_matching(items, corrupt, action, pattern)
+    else:
+        if not (interactive or sys.stdin.isatty()):
+            raise click.UsageError(
+                "stdin is not a terminal: use --list, --accept [PATTERN] or --reject [PATTERN] "
+                "(or --interactive to answer one key per line)."
+            )
+        result = core.run_review(items, corrupt, _ask_key if sys.stdin.isatty() else _ask_line)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        for line in result.lines():
+            click.echo(line, err=not result.ok and line.startswith(("conflict", "corrupt")))
+    if not result.ok:
+        ctx.exit(1)
+
+
+def _show(item: review_core.ReviewItem, position: int, total: int) -> None:
+    click.echo("")
+    click.echo(f"[{position}/{total}] " + "\n".join(item.describe()))
+
+
+def _ask_key(item: review_core.ReviewItem, position: int, total: int) -> review_core.Key:
+    """On a terminal: one key press, no Enter."""
+    _show(item, position, total)
+    click.echo(f"{review_core.KEY_HELP}? ", nl=False)
+    keys = {key.value for key in review_core.Key}
+    while True:
+        # One read may hold several keys typed ahead (or an escape sequence): the first key
+        # counts, the rest is dropped rather than applied to goldens not yet shown.
+        for pressed in click.getchar():
+            if pressed in keys:
+                click.echo(pressed)
+                return review_core.Key(pressed)
+            if pressed in ("\x03", "\x04"):  # Ctrl-C, Ctrl-D: stop like q; decisions stay
+                click.echo("q")
+                return review_core.Key.QUIT
+
+
+def _ask_line(item: review_core.ReviewItem, position: int, total: int) -> review_core.Key:
+    """``--interactive`` without a terminal: one key per line."""
+    _show(item, position, total)
+    answer = click.prompt(
+        review_core.KEY_HELP,
+        type=click.Choice([key.value for key in review_core.Key]),
+        show_choices=False,
+    )
+    return review_core.Key(answer)
+
+
+@main.command(name="compare")
+@click.argument("old")
+@click.argument("new")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a self-contained HTML report (side by side, tokens shaded by logprob).",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the report as JSON.",
+)
+@click.option(
+    "--update",
+    is_flag=True,
+    help="Write NEW's results as pending goldens; `smallmodel review` then finishes the switch.",
+)
+@click.pass_context
+def compare_models(
+    ctx: click.Context,
+    old: str,
+    new: str,
+    html_path: Path | None,
+    json_path: Path | None,
+    update: bool,
+) -> None:
+    """Replay the requests stored in OLD's goldens on the locked model NEW and report.
+
+    OLD and NEW are model names (optionally NAME@SHA256PREFIX); they may be the same name after
+    `smallmodel lock --upgrade NAME`, whose goldens still hold the old sha256. The Markdown
+    report goes to stdout.
+    """
+    import json
+    from dataclasses import replace
+
+    from pytest_smallmodel.atomic import atomic_write_text
+    from pytest_smallmodel.compare import peak_rss_mib, run_compare
+    from pytest_smallmodel.pending import PendingStore
+    from pytest_smallmodel.registry import ModelReference, ModelRegistry
+
+    project = _project(ctx)
+    golden_dir = _configured_dir(project, "golden_dir", "golden")
+    pending = (
+        PendingStore(_pending_dir(project, None), golden_dir=golden_dir, root=project.root)
+        if update
+        else None
+    )
+    registry = ModelRegistry(project)
+    try:
+        report = run_compare(
+            registry,
+            golden_dir=golden_dir,
+            old=ModelReference.parse(old),
+            new=ModelReference.parse(new),
+            pending=pending,
+        )
+    finally:
+        registry.close()
+    # Measured again once closed: a model run in a worker process counts when it has exited.
+    report.figures = replace(report.figures, new_peak_rss_mib=peak_rss_mib())
+    click.echo(report.markdown(), nl=False)
+    if html_path is not None:
+        atomic_write_text(html_path, report.html())
+    if json_path is not None:
+        atomic_write_text(json_path, json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -385,7 +385,9 @@ class _Comparison:
         new = dict(self.current.request or {})
         for request in (old, new):
             if isinstance(request.get("settings"), Mapping):
-                request["settings"] = {**IMPLICIT_SETTINGS, **request["settings"]}
+                request["settings"] = dict(
+                    sorted({**IMPLICIT_SETTINGS, **request["settings"]}.items())
+                )
         # For chat the messages are the input; the rendered prompt derives from them and the runtime
         derived = {"prompt_tokens"} | (
             {"prompt"} if "messages" in old and "messages" in new else set()

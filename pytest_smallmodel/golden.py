@@ -15,21 +15,19 @@ full explanation as the assertion error instead.
 from __future__ import annotations
 
 import hashlib
-import json
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from syrupy.assertion import SnapshotAssertion
+from syrupy.data import SnapshotCollections
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
 from pytest_smallmodel.atomic import atomic_write_text
 from pytest_smallmodel.drift import (
     DriftLog,
     DriftPolicy,
-    GoldenKind,
-    GoldenRecord,
     Verdict,
     compare,
     corrupt_verdict,
@@ -37,16 +35,22 @@ from pytest_smallmodel.drift import (
     record_of,
 )
 from pytest_smallmodel.errors import FileSystemError, GoldenError, SmallModelError
-from pytest_smallmodel.results import Step, TokenLogprob
+from pytest_smallmodel.golden_format import (
+    FORMAT_VERSION,
+    NewerGoldenError,
+    parse_golden,
+    serialize_record,
+)
+from pytest_smallmodel.pending import PendingStore
+from pytest_smallmodel.unused import owns_golden
 
 if TYPE_CHECKING:
+    from syrupy.assertion import AssertionResult
     from syrupy.data import SnapshotCollection
     from syrupy.location import PyTestLocation
     from syrupy.types import PropertyFilter, PropertyMatcher, SerializableData, SnapshotIndex
 
-FORMAT_VERSION = 1
 FILE_EXTENSION = "json"
-_KINDS: tuple[GoldenKind, ...] = ("generation", "extraction", "label", "embedding", "text", "value")
 
 # Filenames are limited to 255 bytes; leave room for ".json" and atomic.py's ".<name>.XXXXXXXX.tmp".
 _MAX_TEST_NAME_BYTES = 160
@@ -83,264 +87,6 @@ def snapshot_stem(test_name: str, index: SnapshotIndex) -> str:
     return f"{stem}.{index}" if index else stem
 
 
-# -- file format ---------------------------------------------------------------------------------
-
-
-class _Inline:
-    """Render this value on a single line (steps, settings, token arrays)."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-
-def _scalar(value: Any) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False)
-    except ValueError:  # inf logprob from a grammar-masked step: JSON has no infinity
-        return json.dumps(str(value))
-
-
-def _inline(value: Any) -> str:
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{_scalar(k)}: {_inline(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_inline(v) for v in value) + "]"
-    return _scalar(value)
-
-
-def _render(value: Any, indent: int) -> str:
-    pad, inner = "  " * indent, "  " * (indent + 1)
-    if isinstance(value, _Inline):
-        return _inline(value.value)
-    if isinstance(value, Mapping):
-        if not value:
-            return "{}"
-        items = [f"{inner}{_scalar(k)}: {_render(v, indent + 1)}" for k, v in value.items()]
-        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
-    if isinstance(value, list | tuple):
-        if not value or all(isinstance(v, int | float | bool) or v is None for v in value):
-            return _inline(value)
-        return "[\n" + ",\n".join(f"{inner}{_render(v, indent + 1)}" for v in value) + f"\n{pad}]"
-    return _scalar(value)
-
-
-def _lines(text: str) -> list[str]:
-    # split("\n") and "\n".join() are exact inverses, so a golden restores the text byte for byte.
-    return text.split("\n")
-
-
-def _request_for_file(request: Mapping[str, Any]) -> dict[str, Any]:
-    shown: dict[str, Any] = {}
-    for key, value in request.items():
-        if key == "prompt":
-            shown[key] = _lines(str(value))
-        elif key in ("prompt_tokens", "settings", "stop", "labels"):
-            shown[key] = _Inline(value)
-        else:
-            shown[key] = value
-    return shown
-
-
-def _step_for_file(step: Step) -> _Inline:
-    return _Inline(
-        {
-            "token": step.token,
-            "text": step.text,
-            "logprob": step.logprob,
-            "top": [[t.token, t.text, t.logprob] for t in step.top],
-        }
-    )
-
-
-def serialize_record(record: GoldenRecord) -> str:
-    """The golden file's text: output first (as lines), then the record. Same record, same bytes."""
-    document: dict[str, Any] = {}
-    if record.kind in ("generation", "extraction", "text"):
-        document["text"] = _lines(record.text or "")
-    elif record.kind == "label":
-        document["label"] = record.label
-    elif record.kind == "value":
-        document["value"] = record.value
-    document["golden_format"] = FORMAT_VERSION
-    document["kind"] = record.kind
-    if record.kind in ("text", "value"):
-        return _render(document, 0) + "\n"
-    document["model"] = record.model
-    document["sha256"] = record.sha256
-    document["request"] = _request_for_file(record.request or {})
-    if record.kind in ("generation", "extraction"):
-        document["finish_reason"] = record.finish_reason
-        document["tokens"] = _Inline(list(record.tokens))
-        document["steps"] = [_step_for_file(step) for step in record.steps]
-    elif record.kind == "label":
-        document["logprobs"] = _Inline(dict(record.label_logprobs or {}))
-    elif record.kind == "embedding":
-        document["dimensions"] = len(record.vector or ())
-        document["vector"] = _Inline(list(record.vector or ()))
-    document["fingerprint"] = record.fingerprint
-    return _render(document, 0) + "\n"
-
-
-class _Reader:
-    """Typed access to a parsed golden that turns every surprise into a GoldenError."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def error(self, problem: str) -> GoldenError:
-        return GoldenError(
-            f"golden {self.path} is invalid: {problem}; run `pytest --snapshot-update` to "
-            "replace it with this run's result"
-        )
-
-    def field(
-        self, data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str = ""
-    ) -> Any:
-        if key not in data:
-            raise self.error(f"missing field {where}{key!r}")
-        value = data[key]
-        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
-            raise self.error(f"field {where}{key!r} has the wrong type ({type(value).__name__})")
-        return value
-
-    def lines(self, data: Mapping[str, Any], key: str, where: str = "") -> str:
-        value = self.field(data, key, list, where)
-        if not all(isinstance(line, str) for line in value):
-            raise self.error(f"field {where}{key!r} must be a list of strings (lines)")
-        return "\n".join(value)
-
-    def ints(self, data: Mapping[str, Any], key: str, where: str = "") -> tuple[int, ...]:
-        value = self.field(data, key, list, where)
-        if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in value):
-            raise self.error(f"field {where}{key!r} must be a list of token ids")
-        return tuple(value)
-
-    def number(self, value: Any, where: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise self.error(f"{where} must be a number")
-        try:
-            return float(value)
-        except ValueError:
-            raise self.error(f"{where} must be a number") from None
-
-    def token(self, value: Any, where: str) -> TokenLogprob:
-        if not (isinstance(value, list) and len(value) == 3):
-            raise self.error(f"{where} must be [token id, text, logprob]")
-        token, text, logprob = value
-        if not isinstance(token, int) or not isinstance(text, str):
-            raise self.error(f"{where} must be [token id, text, logprob]")
-        return TokenLogprob(token, text, self.number(logprob, where))
-
-    def step(self, value: Any, index: int) -> Step:
-        where = f"steps[{index}]."
-        if not isinstance(value, dict):
-            raise self.error(f"steps[{index}] must be an object")
-        token = self.field(value, "token", int, where)
-        text = self.field(value, "text", str, where)
-        logprob = self.number(
-            self.field(value, "logprob", (int, float, str), where), f"{where}logprob"
-        )
-        top = self.field(value, "top", list, where)
-        return Step(
-            token,
-            text,
-            logprob,
-            tuple(self.token(t, f"{where}top[{i}]") for i, t in enumerate(top)),
-        )
-
-
-class NewerGoldenError(GoldenError):
-    """A golden of a format newer than this version reads: only upgrading can compare it."""
-
-
-def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)
-
-
-def parse_golden(text: str, *, path: str) -> GoldenRecord:
-    """Read a golden file's text; any problem raises GoldenError naming ``path`` and the problem."""
-    reader = _Reader(path)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise reader.error("it is not UTF-8 text") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise reader.error(
-            f"not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
-        ) from None
-    if not isinstance(data, dict):
-        raise reader.error("the top level must be a JSON object")
-    version = data.get("golden_format")
-    if version != FORMAT_VERSION:
-        if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
-            raise NewerGoldenError(
-                f"golden {path} was written by a newer pytest-smallmodel (golden format "
-                f"{version}; this version reads format {FORMAT_VERSION}): upgrade "
-                "pytest-smallmodel. --snapshot-update would rewrite it in the older format, so "
-                "it leaves this golden alone"
-            )
-        if isinstance(version, int) and not isinstance(version, bool):
-            raise reader.error(
-                f"format version {version} is not supported (this pytest-smallmodel reads "
-                f"version {FORMAT_VERSION})"
-            )
-        raise reader.error("missing or invalid 'golden_format' version")
-    kind = data.get("kind")
-    if kind not in _KINDS:
-        raise reader.error(f"unknown kind {kind!r} (expected one of {', '.join(_KINDS)})")
-    if kind == "text":
-        return GoldenRecord(kind="text", text=reader.lines(data, "text"))
-    if kind == "value":
-        if "value" not in data:
-            raise reader.error("missing field 'value'")
-        return GoldenRecord(kind="value", value=data["value"])
-    request = dict(reader.field(data, "request", dict))
-    if "prompt" in request:
-        request["prompt"] = reader.lines(request, "prompt", "request.")
-    common: dict[str, Any] = {
-        "model": reader.field(data, "model", str),
-        "sha256": reader.field(data, "sha256", str),
-        "request": request,
-        "fingerprint": reader.field(data, "fingerprint", dict),
-    }
-    reader.ints(request, "prompt_tokens", "request.")
-    if kind in ("generation", "extraction"):
-        tokens = reader.ints(data, "tokens")
-        steps = tuple(reader.step(s, i) for i, s in enumerate(reader.field(data, "steps", list)))
-        if len(steps) != len(tokens) or any(
-            s.token != t for s, t in zip(steps, tokens, strict=True)
-        ):
-            raise reader.error("'tokens' and the tokens of 'steps' disagree")
-        finish = reader.field(data, "finish_reason", str)
-        if finish not in ("stop", "length"):
-            raise reader.error(f"finish_reason {finish!r} is not 'stop' or 'length'")
-        return GoldenRecord(
-            kind=kind,
-            text=reader.lines(data, "text"),
-            tokens=tokens,
-            finish_reason=finish,
-            steps=steps,
-            **common,
-        )
-    if kind == "label":
-        logprobs = reader.field(data, "logprobs", dict)
-        return GoldenRecord(
-            kind="label",
-            label=reader.field(data, "label", str),
-            label_logprobs={
-                str(k): reader.number(v, f"logprobs[{k!r}]") for k, v in logprobs.items()
-            },
-            **common,
-        )
-    vector = reader.field(data, "vector", list)
-    numbers = tuple(reader.number(x, f"vector[{i}]") for i, x in enumerate(vector))
-    if data.get("dimensions") != len(numbers):
-        raise reader.error(f"'dimensions' does not match the vector's length {len(numbers)}")
-    return GoldenRecord(kind="embedding", vector=numbers, **common)
-
-
 # -- the syrupy extension ------------------------------------------------------------------------
 
 
@@ -355,6 +101,7 @@ class GoldenExtension(SingleFileSnapshotExtension):
     rootdir: ClassVar[Path] = Path()
     policy: ClassVar[DriftPolicy] = DriftPolicy()
     log: ClassVar[DriftLog] = DriftLog()
+    pending: ClassVar[PendingStore | None] = None
 
     def __init__(self) -> None:
         # syrupy makes one extension instance per assertion object and calls read, serialize,
@@ -392,8 +139,15 @@ class GoldenExtension(SingleFileSnapshotExtension):
         if location.suffix != f".{FILE_EXTENSION}":
             return False
         stem = location.name[: -len(FILE_EXTENSION) - 1]
-        own = snapshot_stem(test_location.snapshot_name, 0)
-        return stem == own or stem.startswith((f"{own}.", f"{own}["))
+        return owns_golden(snapshot_stem(test_location.snapshot_name, 0), stem)
+
+    def discover_snapshots(
+        self, *, test_location: PyTestLocation, ignore_extensions: list[str] | None = None
+    ) -> SnapshotCollections:
+        # syrupy's unused detection deletes goldens of tests that errored, were deselected or
+        # never ran (interrupted session). Showing it no golden turns it off without its
+        # "detection is disabled" warning; unused.py decides instead, from test outcomes.
+        return SnapshotCollections()
 
     def display_path(self, location: str | None) -> str:
         if location is None:
@@ -478,7 +232,12 @@ class GoldenExtension(SingleFileSnapshotExtension):
 
 
 def golden_extension_class(
-    *, golden_dir: Path, rootdir: Path, policy: DriftPolicy, log: DriftLog
+    *,
+    golden_dir: Path,
+    rootdir: Path,
+    policy: DriftPolicy,
+    log: DriftLog,
+    pending: PendingStore | None = None,
 ) -> type[GoldenExtension]:
     """A GoldenExtension subclass configured for this session (same arguments, same class).
 
@@ -489,9 +248,9 @@ def golden_extension_class(
     golden_dir, rootdir = Path(golden_dir).resolve(), Path(rootdir).resolve()
     # One class per configuration: syrupy discovers goldens once per extension class and
     # directory, so a fresh class per test would rescan golden/ for every test.
-    cache_key = (golden_dir, rootdir, policy, id(log))
+    cache_key = (golden_dir, rootdir, policy, id(log), id(pending))
     cached = _CLASSES.get(cache_key)
-    if cached is not None and cached.log is log:
+    if cached is not None and cached.log is log and cached.pending is pending:
         return cached
     key = hashlib.sha256(
         f"{Path(golden_dir).resolve()}\0{Path(rootdir).resolve()}".encode()
@@ -505,6 +264,7 @@ def golden_extension_class(
             "rootdir": rootdir,
             "policy": policy,
             "log": log,
+            "pending": pending,
             "__module__": __name__,
             "__qualname__": name,
         },
@@ -514,7 +274,7 @@ def golden_extension_class(
     return cls
 
 
-_CLASSES: dict[tuple[Path, Path, DriftPolicy, int], type[GoldenExtension]] = {}
+_CLASSES: dict[tuple[Path, Path, DriftPolicy, int, int], type[GoldenExtension]] = {}
 
 
 class GoldenMismatch(AssertionError):
@@ -535,9 +295,12 @@ class GoldenAssertion(SnapshotAssertion):
             extension.test_id = self.test_location.nodeid
             extension.rewriting = self.update_snapshots
             extension.verdict = None
-        if self._assert(other):
-            return True
+        passed = self._assert(other)
         result = self.executions[self.num_executions - 1]
+        if isinstance(extension, GoldenExtension) and extension.pending is not None:
+            self._keep_pending(extension, extension.pending, result)
+        if passed:
+            return True
         if isinstance(result.exception, SmallModelError):
             # A value no golden can store, a newer golden, a write that failed: one message
             # (the plugin shows it without syrupy's traceback), never counted as rewritten.
@@ -560,6 +323,26 @@ class GoldenAssertion(SnapshotAssertion):
                 test=self.test_location.nodeid,
             )
         raise GoldenMismatch("\n".join(self.get_assert_diff()))
+
+    def _keep_pending(
+        self, extension: GoldenExtension, store: PendingStore, result: AssertionResult
+    ) -> None:
+        """A failed comparison leaves this run's result pending; a passing one clears it."""
+        golden = Path(result.snapshot_location)
+        if result.success:
+            store.discard(golden)  # matched, or rewritten by --snapshot-update: nothing to review
+            return
+        if result.exception is not None or not isinstance(result.asserted_data, str):
+            return  # the value could not be stored (e.g. not JSON-serialisable): nothing pending
+        verdict = extension.verdict or missing_verdict(extension.display_path(str(golden)))
+        store.write(
+            golden,
+            result.asserted_data,
+            test=self.test_location.nodeid,
+            outcome=verdict.outcome.value,
+            headline=verdict.headline,
+            report=verdict.lines,
+        )
 
     __hash__ = None  # type: ignore[assignment]
 

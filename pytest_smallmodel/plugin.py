@@ -20,13 +20,17 @@ from pytest_smallmodel.drift import DriftLog, DriftPolicy
 from pytest_smallmodel.engine import ModelHandle
 from pytest_smallmodel.errors import ConfigError, FileSystemError, SmallModelError
 from pytest_smallmodel.golden import GoldenExtension, golden_assertion, golden_extension_class
+from pytest_smallmodel.pending import DEFAULT_PENDING_DIR, PendingStore
 from pytest_smallmodel.project import Project, load_project
 from pytest_smallmodel.registry import ModelReference, ModelRegistry, ModelUnavailable
 from pytest_smallmodel.result_cache import ResultCache
+from pytest_smallmodel.unused import GoldenLedger, UnusedReport, summary_lines
 
 MARKER = "model"
 _WORKER_STATS_KEY = "smallmodel_stats"
 _WORKER_DRIFT_KEY = "smallmodel_drift"
+_WORKER_LEDGER_KEY = "smallmodel_goldens"
+_WORKER_PENDING_KEY = "smallmodel_pending"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -69,6 +73,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="write every drift and tolerance pass as Markdown to PATH (for a CI comment)",
     )
+    group.addoption(
+        "--smallmodel-pending",
+        metavar="DIR",
+        default=None,
+        help="where failed golden assertions leave their new results for `smallmodel review` "
+        f"(default: [tool.smallmodel] pending_dir, else {DEFAULT_PENDING_DIR}; relative to "
+        "the rootdir)",
+    )
 
 
 @dataclass
@@ -102,6 +114,10 @@ class SmallModelSession:
     _project: Project | ConfigError | None = None
     _registry: ModelRegistry | None = None
     worker_usage: dict[str, ModelUsage] = field(default_factory=dict)
+    ledger: GoldenLedger = field(default_factory=GoldenLedger)
+    unused: UnusedReport | None = None
+    _pending: PendingStore | None = None
+    worker_pending: set[str] = field(default_factory=set)
 
     @property
     def project(self) -> Project:
@@ -155,16 +171,38 @@ class SmallModelSession:
             rootdir=self.config.rootpath,
             policy=self.drift_policy(),
             log=self.drift_log,
+            pending=self.pending_store(),
         )
 
+    def pending_store(self) -> PendingStore:
+        if self._pending is None:
+            option = self.config.getoption("smallmodel_pending")
+            directory = (
+                self.config.rootpath / option
+                if option
+                else self._configured_dir("pending_dir", DEFAULT_PENDING_DIR)
+            )
+            self._pending = PendingStore(
+                directory, golden_dir=self.golden_dir(), root=self.config.rootpath
+            )
+        return self._pending
+
     def golden_dir(self) -> Path:
-        configured = self.project.options.get("golden_dir", "golden")
+        return self._configured_dir("golden_dir", "golden").resolve()
+
+    def _configured_dir(self, key: str, default: str) -> Path:
+        configured = self.project.options.get(key, default)
         if not isinstance(configured, str) or not configured:
             raise ConfigError(
-                f"{self.project.pyproject} [tool.smallmodel] golden_dir = {configured!r}: "
+                f"{self.project.pyproject} [tool.smallmodel] {key} = {configured!r}: "
                 "expected a directory path relative to the pytest rootdir"
             )
-        return (self.config.rootpath / configured).resolve()
+        return self.config.rootpath / configured
+
+    def pending_written(self) -> list[str]:
+        """Pending goldens written in this session, by this process or the xdist workers."""
+        local = self._pending.written if self._pending is not None else set()
+        return sorted({str(p) for p in local} | self.worker_pending)
 
     def usage(self) -> list[ModelUsage]:
         totals: dict[str, ModelUsage] = {}
@@ -216,6 +254,7 @@ def pytest_configure(config: pytest.Config) -> None:
             check_writable(Path(report))
         except FileSystemError as error:
             raise pytest.UsageError(f"--smallmodel-report={report}: {error}") from None
+    config.pluginmanager.register(_OutcomeHooks(config), "smallmodel-outcomes")
     # syrupy matches golden files to tests through the extension class; the xdist controller,
     # which runs no test, must know it too, or it may misjudge hashed names as unused.
     with contextlib.suppress(SmallModelError):
@@ -234,6 +273,9 @@ def _model_reference(item: pytest.Item) -> str | None:
     return None
 
 
+# tryfirst: xdist's worker turns xdist_group markers into node-id suffixes in this same hook, and
+# it is registered after this plugin, so it would run first and never see the markers added here.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Group tests by model so that ``--dist loadgroup`` loads each model in one worker only."""
     if not config.pluginmanager.hasplugin("xdist"):
@@ -280,9 +322,59 @@ def model(request: pytest.FixtureRequest) -> ModelHandle:
 
 
 @pytest.fixture
-def golden(snapshot: Any, request: pytest.FixtureRequest) -> Any:
+def golden(snapshot: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     """A syrupy snapshot assertion storing model outputs under ``golden/``; explains drift."""
-    return golden_assertion(snapshot, _session(request.config).golden_extension())
+    state = _session(request.config)
+    assertion = golden_assertion(snapshot, state.golden_extension())
+    yield assertion
+    # Every golden this test asserted, whatever the result: only goldens never asserted by a
+    # test that passed can be unused (unused.py).
+    state.ledger.add_used(result.snapshot_location for result in assertion.executions.values())
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Note where each collected test keeps its goldens (the unused-golden rules need it)."""
+    state = _session(session.config)
+    if any("::" in str(arg) for arg in session.config.args):
+        state.ledger.partial_collection = True
+    try:
+        extension = state.golden_extension()
+    except SmallModelError:
+        return  # the configuration error is reported by the tests that use the model
+    from syrupy.location import PyTestLocation
+
+    for item in session.items:
+        if "golden" not in getattr(item, "fixturenames", ()) or not isinstance(
+            item, pytest.Function
+        ):
+            continue
+        location = PyTestLocation(item)
+        state.ledger.add_test(
+            item.nodeid,
+            Path(extension.dirname(test_location=location)),
+            extension.get_snapshot_name(test_location=location, index=0),
+        )
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if items:
+        _session(items[0].config).ledger.partial_collection = True
+
+
+class _OutcomeHooks:
+    """Records test outcomes into the session's golden ledger."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @pytest.hookimpl
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # On the xdist controller these are the workers' reports; outcomes come from each
+        # worker's own ledger instead, together with the goldens its tests asserted, so that a
+        # crashed worker (whose ledger never arrives) cannot make a golden look unused.
+        if self.config.pluginmanager.has_plugin("dsession"):
+            return
+        _session(self.config).ledger.add_outcome(report.nodeid, report.when, report.outcome)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -305,6 +397,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if workeroutput is not None:
         workeroutput[_WORKER_STATS_KEY] = json.dumps([vars(u) for u in state.usage()])
         workeroutput[_WORKER_DRIFT_KEY] = state.drift_log.to_json()
+        workeroutput[_WORKER_LEDGER_KEY] = state.ledger.to_json()
+        workeroutput[_WORKER_PENDING_KEY] = json.dumps(state.pending_written())
+    else:
+        _judge_unused(session, state)
     report_path = config.getoption("smallmodel_report")
     if report_path and workeroutput is None:
         try:
@@ -317,6 +413,25 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+def _judge_unused(session: pytest.Session, state: SmallModelSession) -> None:
+    option = session.config.option
+    if getattr(option, "disable_unused_snapshots", False) or not state.ledger.tests:
+        return
+    updating = bool(option.update_snapshots)
+    if updating and not getattr(option, "no_cleanup", False):
+        state.unused = state.ledger.delete_unused()
+        return
+    state.unused = state.ledger.report()
+    # syrupy's rule, kept: unused goldens fail the session unless --snapshot-warn-unused.
+    if (
+        (state.unused.unused or state.unused.orphans)
+        and not updating
+        and not option.warn_unused_snapshots
+        and session.exitstatus == pytest.ExitCode.OK
+    ):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _session_key in config.stash:
         _session(config).close()
@@ -326,7 +441,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     state = _session(config)
     usage = state.usage()
     drift_lines = state.drift_log.summary_lines()
-    if not usage and not drift_lines:
+    golden_lines = _golden_lines(state)
+    if not usage and not drift_lines and not golden_lines:
         return
     terminalreporter.section("smallmodel")
     for item in usage:
@@ -339,8 +455,30 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             f"{item.calls} calls{cached}, {item.generated_tokens} tokens generated, "
             f"{speed:.1f} tokens/s{crashes}"
         )
-    for line in drift_lines:
+    for line in [*drift_lines, *golden_lines]:
         terminalreporter.write_line(line)
+
+
+def _golden_lines(state: SmallModelSession) -> list[str]:
+    root = state.config.rootpath
+    lines = []
+    if state.unused is not None:
+        lines += summary_lines(
+            state.unused, root=root, updating=bool(state.config.option.update_snapshots)
+        )
+    written = state.pending_written()
+    if written:
+        where = state.pending_store().pending_dir
+        try:
+            shown = where.relative_to(root.resolve()).as_posix()
+        except ValueError:
+            shown = str(where)
+        count = len(written)
+        lines.append(
+            f"{count} pending golden{'s' if count != 1 else ''} written to {shown}: review with "
+            "`smallmodel review` (the accepted goldens were not changed)"
+        )
+    return lines
 
 
 class _XdistHooks:
@@ -356,3 +494,6 @@ class _XdistHooks:
             state.worker_usage[worker_key] = usage
         if _WORKER_DRIFT_KEY in output:
             state.drift_log.merge_json(output[_WORKER_DRIFT_KEY])
+        if _WORKER_LEDGER_KEY in output:
+            state.ledger.merge_json(output[_WORKER_LEDGER_KEY])
+        state.worker_pending.update(json.loads(output.get(_WORKER_PENDING_KEY, "[]")))

@@ -30,6 +30,7 @@ TOP_LEVEL_KEYS: frozenset[str] = frozenset(
         "tolerance",
         "embedding_min_cosine",
         "result_cache_dir",
+        "pending_dir",
     }
 )
 

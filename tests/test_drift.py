@@ -425,7 +425,9 @@ def _older_runtime(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _forced_golden(handle: Any, live: Generation, step: int, token: int) -> Generation:
-    """The golden another runtime could have recorded: ``token`` at ``step``, then greedy."""
+    """A synthetic golden: ``token`` forced at ``step``, then greedy, labelled as made by an
+    older runtime. It exercises the rule at a chosen near-tie or large margin; the test on
+    numbers from a genuinely different runtime configuration is in test_plugin_golden.py."""
     model = handle._model
     request = live.provenance.request
     prefix = [*live.tokens[:step], token]
@@ -453,7 +455,6 @@ def _forced_golden(handle: Any, live: Generation, step: int, token: int) -> Gene
 
 def _record_and_compare(golden: Generation, live: object, **policy: Any) -> Verdict:
     text = serialize_record(record_of(golden))
-    assert serialize_record(record_of(golden)) == text  # deterministic bytes
     return compare(
         parse_golden(text, path="golden/real.json"),
         live,
@@ -488,7 +489,8 @@ def test_real_near_tie_divergence_passes_tolerance_fails_strict(smollm2: Any) ->
     verdict = _record_and_compare(golden, live)
     assert verdict.passed and verdict.outcome is Outcome.TOLERATED, verdict.explanation
     assert f"diverged at step {step}" in verdict.headline
-    assert "llama_cpp_python: 0.3.16 -> 0.3.36" in verdict.explanation
+    installed = live.fingerprint["llama_cpp_python"]
+    assert f"llama_cpp_python: 0.3.16 -> {installed}" in verdict.explanation
     strict = _record_and_compare(golden, live, strict=True)
     assert not strict.passed and "strict mode" in strict.headline
 
@@ -504,7 +506,10 @@ def test_real_large_margin_divergence_fails_with_report(smollm2: Any) -> None:
     text = verdict.explanation
     assert f"first divergent step: {step}" in text
     assert "teacher-forcing the golden tokens" in text and "--- golden" in text
-    assert "system_info: only in golden: (none) -> only in this run: SSSE3 = 1" in text
+    recorded = {"SSE3 = 1", "AVX = 1", "AVX2 = 1", "F16C = 1", "FMA = 1"}  # _older_runtime's
+    current = live.fingerprint["system_info"].removeprefix("CPU :").split("|")
+    only_now = [item.strip() for item in current if item.strip() and item.strip() not in recorded]
+    assert f"system_info: only in golden: (none) -> only in this run: {only_now[0]}" in text
 
 
 @real_model

