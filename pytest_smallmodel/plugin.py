@@ -261,6 +261,32 @@ def pytest_configure(config: pytest.Config) -> None:
         state.golden_extension()
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "smallmodel-xdist")
+        _warn_if_loadgroup_is_ignored(config)
+
+
+def _warn_if_loadgroup_is_ignored(config: pytest.Config) -> None:
+    """pytest 9.2 ignores the node-id suffix through which pytest-xdist <= 3.8 groups tests
+    (pytest-xdist issue 1386): `--dist loadgroup` then silently spreads a model's tests, and every
+    worker loads every model. Say so rather than let memory use surprise the user."""
+    if getattr(config, "workerinput", None) is not None or config.getoption("dist", "no") != (
+        "loadgroup"
+    ):
+        return
+    import importlib.metadata
+
+    def release(distribution: str) -> tuple[int, ...]:
+        version = importlib.metadata.version(distribution)
+        return tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+
+    if release("pytest") >= (9, 2) and release("pytest-xdist") <= (3, 8):
+        config.issue_config_time_warning(
+            pytest.PytestConfigWarning(
+                "--dist loadgroup has no effect with pytest >= 9.2 and pytest-xdist <= 3.8 "
+                "(pytest-xdist issue 1386): every worker may load every model. Use pytest < 9.2 "
+                "until pytest-xdist is fixed, or plain --dist load."
+            ),
+            stacklevel=2,
+        )
 
 
 def _model_reference(item: pytest.Item) -> str | None:
@@ -273,20 +299,20 @@ def _model_reference(item: pytest.Item) -> str | None:
     return None
 
 
-# tryfirst: xdist's worker turns xdist_group markers into node-id suffixes in this same hook, and
-# it is registered after this plugin, so it would run first and never see the markers added here.
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group tests by model so that ``--dist loadgroup`` loads each model in one worker only."""
-    if not config.pluginmanager.hasplugin("xdist"):
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Group tests by model so that ``--dist loadgroup`` loads each model in one worker only.
+
+    Done as each item is collected: xdist turns ``xdist_group`` markers into node-id suffixes
+    in its worker's ``pytest_collection_modifyitems``, before this plugin's would run.
+    """
+    if not item.config.pluginmanager.hasplugin("xdist"):
         return  # without xdist the marker is unregistered and --strict-markers would reject it
-    for item in items:
-        if "model" not in getattr(item, "fixturenames", ()):
-            continue
-        reference = _model_reference(item)
-        if reference and not item.get_closest_marker("xdist_group"):
-            name = reference.split("@", 1)[0]
-            item.add_marker(pytest.mark.xdist_group(name=f"smallmodel-{name}"))
+    if "model" not in getattr(item, "fixturenames", ()):
+        return
+    reference = _model_reference(item)
+    if reference and not item.get_closest_marker("xdist_group"):
+        name = reference.split("@", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(name=f"smallmodel-{name}"))
 
 
 @pytest.fixture
