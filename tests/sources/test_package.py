@@ -44,6 +44,29 @@ def test_package_source(fake_distribution: Path, make_project: MakeProject) -> N
     assert "tiny_models" not in sys.modules  # located through metadata, never imported
 
 
+def test_package_file_changed_or_gone_says_which_version_to_install(
+    fake_distribution: Path, make_project: MakeProject
+) -> None:
+    project = project_with(
+        make_project, 'm = { package = "tiny-models", file = "tiny_models/tiny.gguf" }'
+    )
+    pin = resolve_model(project, project.models["m"])
+    write_tiny_gguf(fake_distribution, seed=7)
+    changed = verify_model(project, pin)
+    assert changed.status == "mismatch"
+    assert changed.fix == (
+        "Install the pinned distribution: pip install 'tiny-models==1.2.3'; if the new version "
+        "is intended, run `smallmodel lock --upgrade m` and commit models.lock."
+    )
+    fake_distribution.unlink()
+    gone = verify_model(project, pin)
+    assert gone.status == "missing"
+    assert gone.fix == (
+        "Install the pinned distribution: pip install 'tiny-models==1.2.3' "
+        "(file tiny_models/tiny.gguf)."
+    )
+
+
 def test_package_errors(fake_distribution: Path, make_project: MakeProject) -> None:
     project = project_with(
         make_project,
