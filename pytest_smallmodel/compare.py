@@ -24,18 +24,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pytest_smallmodel.drift import (
-    DriftPolicy,
-    GoldenRecord,
-    compare,
-    cosine_similarity,
-    record_of,
-)
+from pytest_smallmodel.drift import DriftPolicy, compare, cosine_similarity
 from pytest_smallmodel.engine import ModelHandle
 from pytest_smallmodel.errors import ConfigError, EngineError, GoldenError
 from pytest_smallmodel.golden_format import FORMAT_VERSION, parse_golden, serialize_record
 from pytest_smallmodel.lockfile import LockedModel
 from pytest_smallmodel.pending import PendingStore
+from pytest_smallmodel.records import GoldenRecord, record_of
 from pytest_smallmodel.registry import ModelReference, ModelRegistry
 from pytest_smallmodel.results import Embedding, Generation, Label, Step
 

@@ -25,15 +25,8 @@ from syrupy.data import SnapshotCollections
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
 from pytest_smallmodel.atomic import atomic_write_text
-from pytest_smallmodel.drift import (
-    DriftLog,
-    DriftPolicy,
-    Verdict,
-    compare,
-    corrupt_verdict,
-    missing_verdict,
-    record_of,
-)
+from pytest_smallmodel.drift import DriftPolicy, compare, corrupt_verdict, missing_verdict
+from pytest_smallmodel.drift_report import DriftLog
 from pytest_smallmodel.errors import FileSystemError, GoldenError, SmallModelError
 from pytest_smallmodel.golden_format import (
     FORMAT_VERSION,
@@ -42,7 +35,9 @@ from pytest_smallmodel.golden_format import (
     serialize_record,
 )
 from pytest_smallmodel.pending import PendingStore
+from pytest_smallmodel.records import record_of
 from pytest_smallmodel.unused import owns_golden
+from pytest_smallmodel.verdict import Verdict
 
 if TYPE_CHECKING:
     from syrupy.assertion import AssertionResult

@@ -12,8 +12,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from pytest_smallmodel.drift import GoldenKind, GoldenRecord
 from pytest_smallmodel.errors import GoldenError
+from pytest_smallmodel.records import GoldenKind, GoldenRecord
 from pytest_smallmodel.results import Step, TokenLogprob
 
 FORMAT_VERSION = 1

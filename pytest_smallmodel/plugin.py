@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from pytest_smallmodel.atomic import check_writable
-from pytest_smallmodel.drift import DriftLog, DriftPolicy
+from pytest_smallmodel.drift import DriftPolicy
+from pytest_smallmodel.drift_report import DriftLog
 from pytest_smallmodel.engine import ModelHandle
 from pytest_smallmodel.errors import ConfigError, FileSystemError, SmallModelError
 from pytest_smallmodel.golden import GoldenExtension, golden_assertion, golden_extension_class
@@ -72,6 +73,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         default=None,
         help="write every drift and tolerance pass as Markdown to PATH (for a CI comment)",
+    )
+    group.addoption(
+        "--smallmodel-report-json",
+        metavar="PATH",
+        default=None,
+        help="write every golden verdict of the session as JSON to PATH (format: the package's "
+        "report.schema.json; see docs/drift.md)",
     )
     group.addoption(
         "--smallmodel-pending",
@@ -211,6 +219,10 @@ class SmallModelSession:
 
 
 _session_key = pytest.StashKey[SmallModelSession]()
+_REPORT_OPTIONS = (
+    ("--smallmodel-report", "smallmodel_report"),
+    ("--smallmodel-report-json", "smallmodel_report_json"),
+)
 
 
 def _session(config: pytest.Config) -> SmallModelSession:
@@ -225,13 +237,14 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     state = SmallModelSession(config)
     config.stash[_session_key] = state
-    report = config.getoption("smallmodel_report")
-    if report and getattr(config, "workerinput", None) is None:
-        # Checked now: finding out after the whole suite ran would lose the report.
-        try:
-            check_writable(Path(report))
-        except FileSystemError as error:
-            raise pytest.UsageError(f"--smallmodel-report={report}: {error}") from None
+    for option, name in _REPORT_OPTIONS:
+        report = config.getoption(name)
+        if report and getattr(config, "workerinput", None) is None:
+            # Checked now: finding out after the whole suite ran would lose the report.
+            try:
+                check_writable(Path(report))
+            except FileSystemError as error:
+                raise pytest.UsageError(f"{option}={report}: {error}") from None
     config.pluginmanager.register(_OutcomeHooks(config), "smallmodel-outcomes")
     # syrupy matches golden files to tests through the extension class; the xdist controller,
     # which runs no test, must know it too, or it may misjudge hashed names as unused.
@@ -403,16 +416,22 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         workeroutput[_WORKER_DRIFT_KEY] = state.drift_log.to_json()
         workeroutput[_WORKER_LEDGER_KEY] = state.ledger.to_json()
         workeroutput[_WORKER_PENDING_KEY] = json.dumps(state.pending_written())
-    else:
-        _judge_unused(session, state)
-    report_path = config.getoption("smallmodel_report")
-    if report_path and workeroutput is None:
+        return  # the controller writes the reports, with every worker's verdicts merged
+    _judge_unused(session, state)
+    writers = {
+        "smallmodel_report": state.drift_log.write_markdown,
+        "smallmodel_report_json": state.drift_log.write_json,
+    }
+    for option, name in _REPORT_OPTIONS:
+        report_path = config.getoption(name)
+        if not report_path:
+            continue
         try:
-            state.drift_log.write_markdown(Path(report_path))
+            writers[name](Path(report_path))
         except FileSystemError as error:  # the disk filled up during the run
             reporter = config.pluginmanager.get_plugin("terminalreporter")
             if reporter is not None:
-                reporter.write_line(f"ERROR: --smallmodel-report: {error}", red=True)
+                reporter.write_line(f"ERROR: {option}: {error}", red=True)
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
 

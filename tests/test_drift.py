@@ -5,25 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import importlib.resources
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
-from pytest_smallmodel.drift import (
-    DEFAULT_TOLERANCE,
-    DriftLog,
-    DriftPolicy,
-    GoldenRecord,
-    Outcome,
-    Verdict,
-    compare,
-    cosine_similarity,
-    record_of,
-)
+from pytest_smallmodel.drift import DEFAULT_TOLERANCE, DriftPolicy, compare, cosine_similarity
+from pytest_smallmodel.drift_report import DriftLog
 from pytest_smallmodel.golden import parse_golden, serialize_record
+from pytest_smallmodel.records import GoldenRecord, record_of
 from pytest_smallmodel.results import (
     Embedding,
     ExtractedDict,
@@ -37,6 +31,7 @@ from pytest_smallmodel.results import (
     Timings,
     TokenLogprob,
 )
+from pytest_smallmodel.verdict import Outcome, Verdict
 
 SHA = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 OTHER_SHA = "5e1d2f0" + "0" * 57
@@ -350,17 +345,49 @@ def test_log_summary_markdown_and_xdist_merge(tmp_path: Path) -> None:
     assert [e.test for e in controller.entries] == [
         "tests/test_b.py::test_model",
         "tests/test_a.py::test_near",
+        "tests/test_a.py::test_same",
     ]
     lines = controller.summary_lines()
     assert lines[0] == "goldens: 1 passed within tolerance, 1 failed"
+    assert not any("test_same" in line for line in lines)  # plain matches stay out of it
     assert any(line.startswith("PASS (tolerance) tests/test_a.py::test_near") for line in lines)
     assert "    changed llama_cpp_python: 0.3.16 -> 0.3.36" in lines
     report = tmp_path / "drift.md"
     controller.write_markdown(report)
     markdown = report.read_text()
     assert "## Failures" in markdown and "### `tests/test_b.py::test_model`" in markdown
-    assert "first divergent step: 1" in markdown
+    assert "first divergent step: 1" in markdown and "test_same" not in markdown
     assert DriftLog().summary_lines() == []
+
+
+def test_json_report_holds_every_verdict_as_data(tmp_path: Path) -> None:
+    tolerated = check(
+        _generation(GOLDEN_STEPS),
+        _generation(LIVE_STEPS, fingerprint=NEW_RUNTIME, scorer=fake_scorer({1: (5, 0.15)})),
+    )
+    identical = check(_generation(GOLDEN_STEPS), _generation(GOLDEN_STEPS))
+    log = DriftLog()
+    log.add(tolerated, test="tests/test_a.py::test_near")
+    log.add(identical, test="tests/test_a.py::test_same")
+    path = tmp_path / "drift.json"
+    log.write_json(path)
+    report = json.loads(path.read_text(encoding="utf-8"))
+    schema = json.loads(
+        importlib.resources.files("pytest_smallmodel").joinpath("report.schema.json").read_text()
+    )
+    jsonschema.Draft202012Validator(schema).validate(report)
+    assert report["format"] == 1
+    assert report["counts"] == {"identical": 1, "passed within tolerance": 1}
+    near, same = report["verdicts"]
+    assert (near["test"], same["test"]) == (
+        "tests/test_a.py::test_near",
+        "tests/test_a.py::test_same",
+    )
+    assert near["reason"] == "within tolerance" and near["mode"] == "tolerance"
+    assert near["divergence"]["step"] == 1
+    assert near["teacher_forcing"]["max_gap"] == pytest.approx(0.15)
+    assert {"path": "llama_cpp_python", "old": "0.3.16", "new": "0.3.36"} in near["changed"]
+    assert same["outcome"] == "identical" and same["divergence"] is None
 
 
 def test_log_marks_rewritten_failures_as_passed() -> None:

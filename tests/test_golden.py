@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from pytest_smallmodel import golden_format
-from pytest_smallmodel.drift import DriftLog, DriftPolicy, GoldenKind, record_of
+from pytest_smallmodel.drift import DriftPolicy
+from pytest_smallmodel.drift_report import DriftLog
 from pytest_smallmodel.errors import GoldenError
 from pytest_smallmodel.golden import (
     FORMAT_VERSION,
@@ -21,6 +22,7 @@ from pytest_smallmodel.golden import (
     serialize_record,
     snapshot_stem,
 )
+from pytest_smallmodel.records import GoldenKind, record_of
 from pytest_smallmodel.results import Generation, Provenance, Request, Step, Timings, TokenLogprob
 
 SHA = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
@@ -207,7 +209,8 @@ def test_extension_class_is_shared_per_configuration(tmp_path: Path) -> None:
 CONFTEST = '''
 import os
 import pytest
-from pytest_smallmodel.drift import DriftLog, DriftPolicy
+from pytest_smallmodel.drift import DriftPolicy
+from pytest_smallmodel.drift_report import DriftLog
 from pytest_smallmodel.golden import golden_assertion, golden_extension_class
 from pytest_smallmodel.results import (
     Generation, Provenance, Request, ScoredStep, Step, Timings, TokenLogprob,
