@@ -9,7 +9,10 @@ CLI (``smallmodel review``, ``smallmodel compare``) reads goldens without loadin
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
+from functools import cache
+from importlib import resources
 from typing import Any
 
 from pytest_smallmodel.errors import GoldenError
@@ -118,97 +121,83 @@ def serialize_record(record: GoldenRecord) -> str:
     return _render(document, 0) + "\n"
 
 
-class _Reader:
-    """Typed access to a parsed golden that turns every surprise into a GoldenError."""
+def _invalid(path: str, problem: str) -> GoldenError:
+    return GoldenError(
+        f"golden {path} is invalid: {problem}; run `pytest --snapshot-update` to "
+        "replace it with this run's result"
+    )
 
-    def __init__(self, path: str) -> None:
-        self.path = path
 
-    def error(self, problem: str) -> GoldenError:
-        return GoldenError(
-            f"golden {self.path} is invalid: {problem}; run `pytest --snapshot-update` to "
-            "replace it with this run's result"
-        )
+@cache
+def golden_schema() -> dict[str, Any]:
+    text = resources.files("pytest_smallmodel").joinpath("golden.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
-    def field(
-        self, data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str = ""
-    ) -> Any:
-        if key not in data:
-            raise self.error(f"missing field {where}{key!r}")
-        value = data[key]
-        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
-            raise self.error(f"field {where}{key!r} has the wrong type ({type(value).__name__})")
-        return value
 
-    def lines(self, data: Mapping[str, Any], key: str, where: str = "") -> str:
-        value = self.field(data, key, list, where)
-        if not all(isinstance(line, str) for line in value):
-            raise self.error(f"field {where}{key!r} must be a list of strings (lines)")
-        return "\n".join(value)
+def _schema_problem(data: Mapping[str, Any]) -> str | None:
+    """The most telling schema violation, in words that name the field, or None."""
+    import jsonschema
 
-    def ints(self, data: Mapping[str, Any], key: str, where: str = "") -> tuple[int, ...]:
-        value = self.field(data, key, list, where)
-        if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in value):
-            raise self.error(f"field {where}{key!r} must be a list of token ids")
-        return tuple(value)
+    validator = jsonschema.Draft202012Validator(golden_schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    if error is None:
+        return None
+    where = _field_path(error.absolute_path)
+    if error.validator == "required":
+        missing = re.search(r"'([^']+)' is a required property", error.message)
+        name = missing.group(1) if missing else error.message
+        return f"missing field {(where + '.' if where else '') + name!r}"
+    if error.validator in ("type", "oneOf", "prefixItems", "minItems", "maxItems"):
+        return f"field {where!r} has the wrong type ({type(error.instance).__name__})"
+    if error.validator in ("enum", "const"):
+        allowed = error.schema.get("enum", [error.schema.get("const")])
+        return f"{where} {error.instance!r} is not one of {', '.join(map(repr, allowed))}"
+    return f"field {where!r}: {error.message}"
 
-    def number(self, value: Any, where: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise self.error(f"{where} must be a number")
-        try:
-            return float(value)
-        except ValueError:
-            raise self.error(f"{where} must be a number") from None
 
-    def token(self, value: Any, where: str) -> TokenLogprob:
-        if not (isinstance(value, list) and len(value) == 3):
-            raise self.error(f"{where} must be [token id, text, logprob]")
-        token, text, logprob = value
-        if not isinstance(token, int) or not isinstance(text, str):
-            raise self.error(f"{where} must be [token id, text, logprob]")
-        return TokenLogprob(token, text, self.number(logprob, where))
+def _field_path(parts: Sequence[str | int]) -> str:
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
 
-    def step(self, value: Any, index: int) -> Step:
-        where = f"steps[{index}]."
-        if not isinstance(value, dict):
-            raise self.error(f"steps[{index}] must be an object")
-        token = self.field(value, "token", int, where)
-        text = self.field(value, "text", str, where)
-        logprob = self.number(
-            self.field(value, "logprob", (int, float, str), where), f"{where}logprob"
-        )
-        top = self.field(value, "top", list, where)
-        return Step(
-            token,
-            text,
-            logprob,
-            tuple(self.token(t, f"{where}top[{i}]") for i, t in enumerate(top)),
-        )
+
+def _number(value: str | float) -> float:
+    return float(value)  # the schema admits numbers and "inf" / "-inf" / "nan" only
+
+
+def _step(data: Mapping[str, Any]) -> Step:
+    return Step(
+        data["token"],
+        data["text"],
+        _number(data["logprob"]),
+        tuple(TokenLogprob(token, text, _number(logprob)) for token, text, logprob in data["top"]),
+    )
 
 
 class NewerGoldenError(GoldenError):
     """A golden of a format newer than this version reads: only upgrading can compare it."""
 
 
-def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)
-
-
 def parse_golden(text: str, *, path: str) -> GoldenRecord:
-    """Read a golden file's text; any problem raises GoldenError naming ``path`` and the problem."""
-    reader = _Reader(path)
+    """Read a golden file's text; any problem raises GoldenError naming ``path`` and the problem.
+
+    The file's shape is checked against golden.schema.json; what one field cannot say alone
+    (tokens agree with steps, dimensions with the vector) is checked here.
+    """
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise reader.error("it is not UTF-8 text") from None
+        raise _invalid(path, "it is not UTF-8 text") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
-        raise reader.error(
-            f"not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
+        raise _invalid(
+            path, f"not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
         ) from None
     if not isinstance(data, dict):
-        raise reader.error("the top level must be a JSON object")
+        raise _invalid(path, "the top level must be a JSON object")
     version = data.get("golden_format")
     if version != FORMAT_VERSION:
         if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
@@ -219,63 +208,55 @@ def parse_golden(text: str, *, path: str) -> GoldenRecord:
                 "it leaves this golden alone"
             )
         if isinstance(version, int) and not isinstance(version, bool):
-            raise reader.error(
+            raise _invalid(
+                path,
                 f"format version {version} is not supported (this pytest-smallmodel reads "
-                f"version {FORMAT_VERSION})"
+                f"version {FORMAT_VERSION})",
             )
-        raise reader.error("missing or invalid 'golden_format' version")
+        raise _invalid(path, "missing or invalid 'golden_format' version")
     kind = data.get("kind")
     if kind not in _KINDS:
-        raise reader.error(f"unknown kind {kind!r} (expected one of {', '.join(_KINDS)})")
+        raise _invalid(path, f"unknown kind {kind!r} (expected one of {', '.join(_KINDS)})")
+    problem = _schema_problem(data)
+    if problem is not None:
+        raise _invalid(path, problem)
     if kind == "text":
-        return GoldenRecord(kind="text", text=reader.lines(data, "text"))
+        return GoldenRecord(kind="text", text="\n".join(data["text"]))
     if kind == "value":
-        if "value" not in data:
-            raise reader.error("missing field 'value'")
         return GoldenRecord(kind="value", value=data["value"])
-    request = dict(reader.field(data, "request", dict))
+    request = dict(data["request"])
     if "prompt" in request:
-        request["prompt"] = reader.lines(request, "prompt", "request.")
+        request["prompt"] = "\n".join(request["prompt"])
     common: dict[str, Any] = {
-        "model": reader.field(data, "model", str),
-        "sha256": reader.field(data, "sha256", str),
+        "model": data["model"],
+        "sha256": data["sha256"],
         "request": request,
-        "fingerprint": reader.field(data, "fingerprint", dict),
+        "fingerprint": data["fingerprint"],
     }
-    reader.ints(request, "prompt_tokens", "request.")
     if kind in ("generation", "extraction"):
-        tokens = reader.ints(data, "tokens")
-        steps = tuple(reader.step(s, i) for i, s in enumerate(reader.field(data, "steps", list)))
-        if len(steps) != len(tokens) or any(
-            s.token != t for s, t in zip(steps, tokens, strict=True)
-        ):
-            raise reader.error("'tokens' and the tokens of 'steps' disagree")
-        finish = reader.field(data, "finish_reason", str)
-        if finish not in ("stop", "length"):
-            raise reader.error(f"finish_reason {finish!r} is not 'stop' or 'length'")
+        tokens = tuple(data["tokens"])
+        steps = tuple(_step(step) for step in data["steps"])
+        if [s.token for s in steps] != list(tokens):
+            raise _invalid(path, "'tokens' and the tokens of 'steps' disagree")
         return GoldenRecord(
             kind=kind,
-            text=reader.lines(data, "text"),
+            text="\n".join(data["text"]),
             tokens=tokens,
-            finish_reason=finish,
+            finish_reason=data["finish_reason"],
             steps=steps,
             **common,
         )
     if kind == "label":
-        logprobs = reader.field(data, "logprobs", dict)
         return GoldenRecord(
             kind="label",
-            label=reader.field(data, "label", str),
-            label_logprobs={
-                str(k): reader.number(v, f"logprobs[{k!r}]") for k, v in logprobs.items()
-            },
+            label=data["label"],
+            label_logprobs={str(k): _number(v) for k, v in data["logprobs"].items()},
             **common,
         )
-    vector = reader.field(data, "vector", list)
-    numbers = tuple(reader.number(x, f"vector[{i}]") for i, x in enumerate(vector))
-    if data.get("dimensions") != len(numbers):
-        raise reader.error(f"'dimensions' does not match the vector's length {len(numbers)}")
-    return GoldenRecord(kind="embedding", vector=numbers, **common)
+    vector = tuple(float(x) for x in data["vector"])
+    if data["dimensions"] != len(vector):
+        raise _invalid(path, f"'dimensions' does not match the vector's length {len(vector)}")
+    return GoldenRecord(kind="embedding", vector=vector, **common)
 
 
 __all__ = ["FORMAT_VERSION", "parse_golden", "serialize_record"]

@@ -171,7 +171,7 @@ def _golden_text(**changes: object) -> str:
         (_golden_text(tokens=[1, 2, 5]), "'tokens' and the tokens of 'steps' disagree"),
         (_golden_text(text="Hello"), "field 'text' has the wrong type"),
         (_golden_text(finish_reason="maybe"), "finish_reason 'maybe'"),
-        (_golden_text(steps=[1, 2, 3]), "steps[0] must be an object"),
+        (_golden_text(steps=[1, 2, 3]), "field 'steps[2]' has the wrong type (int)"),
         ("\udcff{}", "not UTF-8"),
     ],
 )
@@ -358,3 +358,15 @@ def test_xdist_writes_every_golden(project: pytest.Pytester) -> None:
     for name in files:
         parse_golden((project.path / name).read_text(encoding="utf-8"), path=name)
     # Unused and orphaned goldens are the plugin's business: test_golden_safety.py.
+
+
+def test_every_golden_in_the_repository_matches_the_shipped_schema() -> None:
+    import jsonschema
+
+    from pytest_smallmodel.golden_format import golden_schema
+
+    validator = jsonschema.Draft202012Validator(golden_schema())
+    goldens = sorted((Path(__file__).parents[1] / "golden").rglob("*.json"))
+    assert len(goldens) >= 11
+    for path in goldens:
+        validator.validate(json.loads(path.read_text(encoding="utf-8")))
