@@ -29,6 +29,7 @@ from typing import Any, Literal
 from pytest_smallmodel.atomic import atomic_write_text
 from pytest_smallmodel.fingerprint import differences
 from pytest_smallmodel.results import (
+    BatchedCheck,
     Embedding,
     ExtractedDict,
     ExtractedList,
@@ -434,6 +435,14 @@ class _Comparison:
     def _compare_tokens(self) -> Verdict:
         golden, current = self.golden, self.current
         divergence = _first_difference(golden.tokens, current.tokens)
+        check = self._batched_check()
+        if check is not None and check.passed and divergence is None:
+            return self._batched_pass(check)
+        if check is not None and not check.passed and self.tolerant:
+            self.notes.append(
+                "decided by: incremental decoding, because the batched teacher-forced pass "
+                f"failed ({check.describe()})"
+            )
         if divergence is None:
             return self._identical()
         scored = self._score_golden_tokens()
@@ -485,6 +494,33 @@ class _Comparison:
             f"{_token(worst.golden)} is {worst.gap:.4f} nats below the best token "
             f"{_token(worst.best)} "
             f"(tolerance {_nats(self.policy.tolerance)})",
+            body,
+        )
+
+    def _batched_check(self) -> BatchedCheck | None:
+        """The engine's batched teacher-forced check of this golden's tokens, if it made one."""
+        generation = _generation_of(self.live)
+        check = generation.batched if generation is not None else None
+        return check if check is not None and check.tokens == self.golden.tokens else None
+
+    def _batched_pass(self, check: BatchedCheck) -> Verdict:
+        """The engine returned the golden's tokens because the batched pass accepted them."""
+        body = [
+            "decided by: one batched teacher-forced pass over the prompt and the "
+            f"{len(check.tokens)} golden tokens (nothing was decoded; docs/drift.md)"
+        ]
+        if not self.tolerant:  # the engine checks in tolerance mode only; never call it exact
+            return self._fail(
+                Outcome.MISMATCH,
+                "this result was verified by a batched pass, which only tolerance mode accepts",
+                body,
+            )
+        return self._verdict(
+            Outcome.TOLERATED,
+            True,
+            f"passed within tolerance (batched pass): every golden token stays within "
+            f"{_nats(self.policy.tolerance)} nats of the best "
+            f"(max gap {check.max_gap:.4f} at step {check.worst_step})",
             body,
         )
 
