@@ -489,8 +489,32 @@ class WorkerModel:
         schema: Mapping[str, Any] | None,
         timeout: float | None = None,
     ) -> list[ScoredStep]:
+        """Teacher forcing on the incremental path (``LlamaRuntime.score``)."""
+        return self._teacher_force("score", prompt_tokens, tokens, top_k, schema, timeout)
+
+    def verify(
+        self,
+        prompt_tokens: Sequence[int],
+        tokens: Sequence[int],
+        *,
+        top_k: int,
+        schema: Mapping[str, Any] | None,
+        timeout: float | None = None,
+    ) -> list[ScoredStep]:
+        """Teacher forcing in one batched pass (``LlamaRuntime.verify``, tolerance mode only)."""
+        return self._teacher_force("verify", prompt_tokens, tokens, top_k, schema, timeout)
+
+    def _teacher_force(
+        self,
+        method: str,
+        prompt_tokens: Sequence[int],
+        tokens: Sequence[int],
+        top_k: int,
+        schema: Mapping[str, Any] | None,
+        timeout: float | None,
+    ) -> list[ScoredStep]:
         scored: list[ScoredStep] = self.call(
-            "score",
+            method,
             list(prompt_tokens),
             list(tokens),
             top_k=top_k,
@@ -511,25 +535,6 @@ class WorkerModel:
                 "continuation_logprob", list(prompt_tokens), list(continuation), timeout=timeout
             )
         )
-
-    def verify(
-        self,
-        prompt_tokens: Sequence[int],
-        tokens: Sequence[int],
-        *,
-        top_k: int,
-        schema: Mapping[str, Any] | None,
-        timeout: float | None = None,
-    ) -> list[ScoredStep]:
-        scored: list[ScoredStep] = self.call(
-            "verify",
-            list(prompt_tokens),
-            list(tokens),
-            top_k=top_k,
-            schema=None if schema is None else dict(schema),
-            timeout=timeout,
-        )
-        return scored
 
     def label_logprobs(
         self,

