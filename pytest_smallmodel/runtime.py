@@ -4,7 +4,9 @@ This module runs inside the engine worker process (``worker.py``), never in the 
 llama.cpp is native code that can crash, hang or exhaust memory, and only the worker dies then.
 
 Rules (each measured in docs/determinism.md):
-- every call starts from an empty context (``reset()``): KV prefix reuse moves logits;
+- every call starts from an empty context (``reset()``): KV prefix reuse moves logits; the one
+  exception, ``label_logprobs``, restores a saved copy of the prompt's KV cache, which gives
+  the fresh context's numbers bit for bit (measured, and tested);
 - the prompt is evaluated in ``n_batch`` chunks, then one token per step, always the same path,
   because batched teacher forcing is not equivalent to incremental decoding; the one batched
   path (``verify``) serves tolerance mode only, whose rule is a margin (docs/drift.md);
