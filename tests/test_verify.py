@@ -147,6 +147,23 @@ def test_an_edited_golden_fails_the_batched_check_and_decoding_reports_as_before
     batched.stdout.fnmatch_lines(["*decided by: incremental decoding*"])
 
 
+def test_exact_and_strict_modes_always_decode(examples: pytest.Pytester) -> None:
+    files = ["examples/test_summary.py", "examples/test_extraction.py"]
+    # Strict: identical tokens are required, which only decoding can show.
+    strict = examples.runpytest(*files, "--smallmodel-strict")
+    assert "verified by a batched pass" not in strict.stdout.str()
+    assert "decided by" not in strict.stdout.str()
+    # Exact: goldens recorded here and now, so nothing changed and tokens must be identical.
+    for name in ("test_summary", "test_extraction"):
+        shutil.rmtree(examples.path / "golden" / "examples" / name)
+    examples.runpytest(*files, "--snapshot-update").assert_outcomes(passed=2)
+    exact = examples.runpytest(*files)
+    exact.assert_outcomes(passed=2)
+    output = exact.stdout.str()
+    assert "verified by a batched pass" not in output
+    assert "0 tokens generated" not in output
+
+
 # -- cached reruns -------------------------------------------------------------------------------
 
 CACHED_SUITE = """
