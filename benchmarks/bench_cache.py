@@ -2,7 +2,7 @@
 run (empty cache) of the same suite.
 
 Run: python benchmarks/bench_cache.py [--repeat N]. Whole-process wall time, medians. Target:
-warm / cold <= 0.15.
+warm / cold <= 0.05 (the warm run loads only the model's vocabulary, never its weights).
 """
 
 from __future__ import annotations
@@ -14,16 +14,15 @@ from pathlib import Path
 
 from suite import compare, env, machine, make_project, pytest_command, report, timed
 
+TARGET = 0.05
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+
+def measure(repeat: int) -> float:
+    """Warm / cold median wall time of the 40-test suite with ``--smallmodel-cache``."""
     with tempfile.TemporaryDirectory() as scratch:
         root = make_project(Path(scratch))
         environment = env(root)
         results = root / ".cache" / "results"
-        print(f"machine: {machine()}")
         timed(pytest_command(), root, environment)  # warm the stat cache and the page cache
 
         def cold() -> float:
@@ -35,11 +34,18 @@ def main() -> int:
                 timed(pytest_command("--smallmodel-cache"), root, environment)
             return timed(pytest_command("--smallmodel-cache"), root, environment)
 
-        samples = compare({"cold (empty cache)": cold, "warm (unchanged rerun)": warm}, args.repeat)
-        ratios = report(samples, "cold (empty cache)")
-        ratio = ratios["warm (unchanged rerun)"]
-        print(f"cache ratio (warm / cold): {ratio:.3f} (target <= 0.15)")
-        return 0 if ratio <= 0.15 else 1
+        samples = compare({"cold (empty cache)": cold, "warm (unchanged rerun)": warm}, repeat)
+        return report(samples, "cold (empty cache)")["warm (unchanged rerun)"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    ratio = measure(args.repeat)
+    print(f"cache ratio (warm / cold): {ratio:.3f} (target <= {TARGET})")
+    return 0 if ratio <= TARGET else 1
 
 
 if __name__ == "__main__":

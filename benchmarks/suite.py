@@ -111,6 +111,11 @@ def make_project(root: Path) -> Path:
     (root / "test_bench.py").write_text(SUITE)
     (root / "conftest.py").write_text(CONFTEST)
     (root / "plain.py").write_text(PLAIN_SCRIPT)
+    return lock(root)
+
+
+def lock(root: Path) -> Path:
+    """Run `smallmodel lock` in the project at ``root``."""
     subprocess.run(
         [sys.executable, "-m", "pytest_smallmodel.cli", "--project", str(root), "lock"],
         check=True,

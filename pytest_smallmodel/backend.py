@@ -52,6 +52,8 @@ class ModelStats:
     generated_tokens: int = 0
     decode_seconds: float = 0.0
     crashes: int = 0
+    verified_calls: int = 0  # answered by the batched teacher-forced check, nothing decoded
+    weights_loaded: bool = False
 
 
 class Backend(Protocol):
@@ -103,6 +105,18 @@ class Backend(Protocol):
         timeout: float | None = None,
     ) -> list[ScoredStep]: ...
 
+    def verify(
+        self,
+        prompt_tokens: Sequence[int],
+        tokens: Sequence[int],
+        *,
+        top_k: int,
+        schema: Mapping[str, Any] | None,
+        timeout: float | None = None,
+    ) -> list[ScoredStep]:
+        """Like ``score`` but in one batched pass: sound for tolerance mode only."""
+        ...
+
     def continuation_logprob(
         self,
         prompt_tokens: Sequence[int],
@@ -110,6 +124,18 @@ class Backend(Protocol):
         *,
         timeout: float | None = None,
     ) -> float: ...
+
+    def label_logprobs(
+        self,
+        prompt_tokens: Sequence[int],
+        continuations: Sequence[Sequence[int]],
+        *,
+        timeout: float | None = None,
+    ) -> list[float]:
+        """Each continuation's total logprob after the prompt, evaluated once."""
+        ...
+
+    def weights_loaded(self) -> bool: ...
 
     def embed(self, text: str, *, timeout: float | None = None) -> list[float]: ...
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from pytest_smallmodel.fingerprint import differences
 from pytest_smallmodel.records import GoldenRecord, generation_of, record_of
-from pytest_smallmodel.results import ScoredStep, TokenLogprob
+from pytest_smallmodel.results import BatchedCheck, ScoredStep, TokenLogprob
 from pytest_smallmodel.settings import IMPLICIT_SETTINGS
 from pytest_smallmodel.verdict import (
     Divergence,
@@ -165,6 +165,9 @@ class _Comparison:
             min_cosine=self.policy.embedding_min_cosine,
             changed=self.changed,
             prompt_change=self.prompt_change,
+            batched=self._batched_check()
+            if self.golden.kind in ("generation", "extraction")
+            else None,
             **found,
         )
 
@@ -212,6 +215,11 @@ class _Comparison:
     def _compare_tokens(self) -> Verdict:
         golden, current = self.golden, self.current
         step = first_difference(golden.tokens, current.tokens)
+        check = self._batched_check()
+        if check is not None and check.passed and step is None:
+            if not self.tolerant:  # the engine checks in tolerance mode only; never call it exact
+                return self._decide(Outcome.MISMATCH, False, Reason.BATCHED_OUTSIDE_TOLERANCE)
+            return self._decide(Outcome.TOLERATED, True, Reason.BATCHED_PASS)
         if step is None:
             return self._identical()
         scored = self._score_golden_tokens()
@@ -230,6 +238,12 @@ class _Comparison:
         if forcing.worst.gap <= self.policy.tolerance:
             return self._decide(Outcome.TOLERATED, True, Reason.WITHIN_TOLERANCE, **found)
         return self._decide(Outcome.DRIFT, False, Reason.BEYOND_TOLERANCE, **found)
+
+    def _batched_check(self) -> BatchedCheck | None:
+        """The engine's batched teacher-forced check of this golden's tokens, if it made one."""
+        generation = generation_of(self.live)
+        check = generation.batched if generation is not None else None
+        return check if check is not None and check.tokens == self.golden.tokens else None
 
     def _score_golden_tokens(self) -> list[ScoredStep] | None:
         generation = generation_of(self.live)

@@ -18,12 +18,15 @@ import jsonschema
 
 from pytest_smallmodel.backend import Backend
 from pytest_smallmodel.errors import EngineError
+from pytest_smallmodel.records import GoldenRecord
 from pytest_smallmodel.result_cache import ResultCache, cache_key
 from pytest_smallmodel.results import (
+    BatchedCheck,
     Embedding,
     ExtractedDict,
     ExtractedList,
     Extraction,
+    FinishReason,
     Generation,
     Label,
     Provenance,
@@ -34,6 +37,7 @@ from pytest_smallmodel.results import (
     TokenLogprob,
 )
 from pytest_smallmodel.settings import EngineSettings
+from pytest_smallmodel.verify import GoldenSource, judge
 from pytest_smallmodel.worker import WorkerModel
 
 Messages = Sequence[Mapping[str, Any]]
@@ -65,6 +69,7 @@ class ModelPool:
         settings: EngineSettings,
         embedding: bool,
         chat_template: str | None = None,
+        defer_weights: bool = False,
     ) -> Backend:
         key = (sha256, settings.load_key(), embedding, chat_template)
         model = self._models.get(key)
@@ -76,6 +81,7 @@ class ModelPool:
                 settings=settings,
                 embedding=embedding,
                 chat_template=chat_template,
+                defer_weights=defer_weights,
             )
             self._models[key] = model
         return model
@@ -98,6 +104,10 @@ class ModelHandle:
         self._model = model
         self.settings = settings
         self._cache = cache
+        # The running test's goldens (set by the plugin when the test uses ``golden``): in
+        # tolerance mode a golden is checked with one batched pass before anything is decoded.
+        self.goldens: GoldenSource | None = None
+        self.verify_batched = True
         if cache is not None:
             cache.check_backend(model.fingerprint)
         self.name = model.name
@@ -236,6 +246,10 @@ class ModelHandle:
         cached = self._cached(key, from_cache)
         if cached is not None:
             return cached
+        verification = self._tolerance_check(request)
+        check = verification[0] if verification is not None else None
+        if verification is not None and verification[0].passed:
+            return self._verified(request, *verification, stops=stops)
         steps, finish, timings = self._model.decode(
             tokens,
             max_tokens=max_tokens,
@@ -245,8 +259,7 @@ class ModelHandle:
             timeout=self.settings.timeout,
         )
         ids = [s.token for s in steps]
-        text_ids = ids[:-1] if finish == "stop" and ids and self._model.is_end(ids[-1]) else ids
-        text = _cut_at_stop(self._model.detokenize(text_ids), stops)
+        text = self._text(ids, finish, stops)
         self._store(
             key, {"text": text, "finish_reason": finish, "steps": [_step_to_json(s) for s in steps]}
         )
@@ -257,6 +270,62 @@ class ModelHandle:
             finish_reason=finish,
             timings=timings,
             provenance=self._provenance(request),
+            batched=check,
+        )
+
+    def _text(self, ids: Sequence[int], finish: str, stops: Sequence[str]) -> str:
+        ends = finish == "stop" and bool(ids) and self._model.is_end(ids[-1])
+        text_ids = list(ids[:-1]) if ends else list(ids)
+        return _cut_at_stop(self._model.detokenize(text_ids), stops)
+
+    def _tolerance_check(
+        self, request: Request
+    ) -> tuple[BatchedCheck, list[ScoredStep], GoldenRecord] | None:
+        """Tolerance mode only: the batched teacher-forced check of the golden this request will
+        be compared with, or None when no golden applies (exact mode, strict, no golden)."""
+        if self.goldens is None or not self.verify_batched:
+            return None
+        found = self.goldens.candidate(
+            model=self.name, sha256=self.sha256, request=request, fingerprint=self.fingerprint
+        )
+        if found is None:
+            return None
+        path, golden = found
+        if len(request.prompt_tokens) + len(golden.tokens) > self.settings.n_ctx:
+            return None  # cannot be this run's output; decoding reports why
+        scored = self._model.verify(
+            request.prompt_tokens,
+            golden.tokens,
+            top_k=self.settings.top_logprobs,
+            schema=request.schema,
+            timeout=self.settings.timeout,
+        )
+        check = judge(scored, golden.tokens, tolerance=self.goldens.policy.tolerance, path=path)
+        return check, scored, golden
+
+    def _verified(
+        self,
+        request: Request,
+        check: BatchedCheck,
+        scored: Sequence[ScoredStep],
+        golden: GoldenRecord,
+        *,
+        stops: Sequence[str],
+    ) -> Generation:
+        """The golden's tokens as this run's result, rated by the batched pass (no decoding)."""
+        steps = [Step(s.golden.token, s.golden.text, s.golden.logprob, s.top) for s in scored]
+        ids = list(check.tokens)
+        finish: FinishReason = "stop" if golden.finish_reason == "stop" else "length"
+        self._model.stats.calls += 1
+        self._model.stats.verified_calls += 1
+        return Generation(
+            self._text(ids, finish, stops),
+            tokens=ids,
+            steps=steps,
+            finish_reason=finish,
+            timings=Timings(0.0, 0.0, 0),
+            provenance=self._provenance(request),
+            batched=check,
         )
 
     # -- result cache ---------------------------------------------------------------------------
@@ -379,12 +448,12 @@ class ModelHandle:
         cached = self._cached(key, from_cache)
         if cached is not None:
             return cached
-        logprobs = {
-            label: self._model.continuation_logprob(
-                tokens, label_tokens[label], timeout=self.settings.timeout
-            )
-            for label in labels
-        }
+        # One prompt evaluation for all labels: each label is scored from a saved copy of the
+        # prompt's state, with the numbers continuation_logprob gives (tests/test_verify.py).
+        scores = self._model.label_logprobs(
+            tokens, [label_tokens[label] for label in labels], timeout=self.settings.timeout
+        )
+        logprobs = dict(zip(labels, scores, strict=True))
         self._model.stats.calls += 1  # scoring generates no tokens: it stays out of tokens/s
         # max() keeps the first of equal scores: the order the test gave wins a tie.
         chosen = max(labels, key=lambda label: logprobs[label])

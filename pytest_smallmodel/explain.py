@@ -50,6 +50,16 @@ def headline(verdict: Verdict) -> str:
         )
     if reason is Reason.VALUE_DIFFERS:
         return "value differs from the golden"
+    if reason is Reason.BATCHED_OUTSIDE_TOLERANCE:
+        return "this result was verified by a batched pass, which only tolerance mode accepts"
+    if reason is Reason.BATCHED_PASS:
+        check = verdict.batched
+        assert check is not None
+        return (
+            f"passed within tolerance (batched pass): every golden token stays within "
+            f"{tolerance} nats of the best (max gap {check.max_gap:.4f} at step "
+            f"{check.worst_step})"
+        )
     if verdict.labels is not None:
         return _label_headline(verdict, tolerance)
     if verdict.embedding is not None:
@@ -147,6 +157,12 @@ def explain(verdict: Verdict) -> list[str]:
         lines.append(f"mode: {_mode(verdict)}")
     if verdict.prompt_change is not None:
         lines.append(_prompt_note(verdict.prompt_change))
+    check = verdict.batched
+    if check is not None and not check.passed and verdict.mode is Mode.TOLERANCE:
+        lines.append(
+            "decided by: incremental decoding, because the batched teacher-forced pass "
+            f"failed ({check.describe()})"
+        )
     lines += _evidence(verdict)
     if verdict.changed:
         lines += ["fingerprint fields that changed (golden -> this run):"]
@@ -180,6 +196,12 @@ def _evidence(verdict: Verdict) -> list[str]:
     reason = verdict.reason
     if reason is Reason.IDENTICAL:
         return []
+    if reason in (Reason.BATCHED_PASS, Reason.BATCHED_OUTSIDE_TOLERANCE):
+        tokens = len(verdict.batched.tokens) if verdict.batched is not None else 0
+        return [
+            "decided by: one batched teacher-forced pass over the prompt and the "
+            f"{tokens} golden tokens (nothing was decoded; docs/drift.md)"
+        ]
     if reason in (Reason.KIND_CHANGED, Reason.MODEL_CHANGED):
         return output_diff(golden, current)
     if reason is Reason.REQUEST_CHANGED:

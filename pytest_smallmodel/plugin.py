@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,13 +19,20 @@ from pytest_smallmodel.atomic import check_writable
 from pytest_smallmodel.drift import DriftPolicy
 from pytest_smallmodel.drift_report import DriftLog
 from pytest_smallmodel.engine import ModelHandle
-from pytest_smallmodel.errors import ConfigError, FileSystemError, SmallModelError
-from pytest_smallmodel.golden import GoldenExtension, golden_assertion, golden_extension_class
+from pytest_smallmodel.errors import ConfigError, FileSystemError, GoldenError, SmallModelError
+from pytest_smallmodel.golden import (
+    GoldenExtension,
+    golden_assertion,
+    golden_extension_class,
+    parse_golden,
+)
 from pytest_smallmodel.pending import DEFAULT_PENDING_DIR, PendingStore
 from pytest_smallmodel.project import Project, load_project
+from pytest_smallmodel.records import GoldenRecord
 from pytest_smallmodel.registry import ModelReference, ModelRegistry, ModelUnavailable
 from pytest_smallmodel.result_cache import ResultCache
 from pytest_smallmodel.unused import GoldenLedger, UnusedReport, summary_lines
+from pytest_smallmodel.verify import GoldenSource
 
 MARKER = "model"
 _WORKER_STATS_KEY = "smallmodel_stats"
@@ -69,6 +76,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="allow --smallmodel-cache on GPU backends, which are not always deterministic",
     )
     group.addoption(
+        "--smallmodel-verify",
+        choices=("batched", "decode"),
+        default="batched",
+        help="how tolerance mode checks a golden: one batched teacher-forced pass, decoding only "
+        "when it fails (default), or always decode first (the slower path, for comparison)",
+    )
+    group.addoption(
         "--smallmodel-report",
         metavar="PATH",
         default=None,
@@ -104,8 +118,12 @@ class ModelUsage:
     generated_tokens: int = 0
     decode_seconds: float = 0.0
     crashes: int = 0
+    verified_calls: int = 0
+    weights_loaded: bool = False
 
     def add(self, other: ModelUsage) -> None:
+        self.verified_calls += other.verified_calls
+        self.weights_loaded = self.weights_loaded or other.weights_loaded
         self.load_seconds += other.load_seconds
         self.worker_start_seconds += other.worker_start_seconds
         self.crashes += other.crashes
@@ -211,6 +229,8 @@ class SmallModelSession:
                 generated_tokens=stats.generated_tokens,
                 decode_seconds=stats.decode_seconds,
                 crashes=stats.crashes,
+                verified_calls=stats.verified_calls,
+                weights_loaded=stats.weights_loaded,
             )
 
     def close(self) -> None:
@@ -329,13 +349,51 @@ def model(request: pytest.FixtureRequest) -> ModelHandle:
     session = _session(request.config)
     reference = ModelReference.parse(raw)
     try:
-        return session.registry.handle(
+        handle = session.registry.handle(
             reference, overrides, where=f"{node.nodeid} @pytest.mark.model(...)"
         )
     except ModelUnavailable as error:
         if error.missing and request.config.getoption("smallmodel_missing") == "skip":
             pytest.skip(str(error))
         raise
+    if "golden" in request.fixturenames and isinstance(node, pytest.Item):
+        handle.goldens = GoldenSource(
+            load=_goldens_of(node, session.golden_extension()), policy=session.drift_policy()
+        )
+        handle.verify_batched = request.config.getoption("smallmodel_verify") == "batched"
+    return handle
+
+
+def _goldens_of(
+    item: pytest.Item, extension: type[GoldenExtension]
+) -> Callable[[], list[tuple[str, GoldenRecord]]]:
+    """Reads the goldens of ``item`` (every assertion index), for tolerance-mode checks made
+    before decoding. A golden that cannot be read is left to the comparison, which reports it."""
+
+    def load() -> list[tuple[str, GoldenRecord]]:
+        from syrupy.location import PyTestLocation
+
+        location = PyTestLocation(item)
+        directory = Path(extension.dirname(test_location=location))
+        if not directory.is_dir():
+            return []
+        found = []
+        for path in sorted(directory.glob("*.json")):
+            if not extension.matches_test_location(
+                test_location=location, snapshot_location=str(path)
+            ):
+                continue
+            try:
+                shown = path.relative_to(extension.rootdir).as_posix()
+            except ValueError:
+                shown = str(path)
+            try:
+                found.append((shown, parse_golden(path.read_text("utf-8"), path=shown)))
+            except (OSError, UnicodeDecodeError, GoldenError):
+                continue
+        return found
+
+    return load
 
 
 @pytest.fixture
@@ -472,10 +530,14 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         speed = item.generated_tokens / item.decode_seconds if item.decode_seconds > 0 else 0.0
         cached = f", {item.cached_calls} cached" if item.cached_calls else ""
         crashes = f", {item.crashes} worker crash(es)" if item.crashes else ""
+        verified = (
+            f", {item.verified_calls} verified by a batched pass" if item.verified_calls else ""
+        )
+        weights = "" if item.weights_loaded else " (vocabulary only: weights not loaded)"
         terminalreporter.write_line(
-            f"{item.name}@{item.short_sha}: loaded in {item.load_seconds:.2f}s "
+            f"{item.name}@{item.short_sha}: loaded in {item.load_seconds:.2f}s{weights} "
             f"incl. worker start {item.worker_start_seconds:.2f}s, "
-            f"{item.calls} calls{cached}, {item.generated_tokens} tokens generated, "
+            f"{item.calls} calls{cached}{verified}, {item.generated_tokens} tokens generated, "
             f"{speed:.1f} tokens/s{crashes}"
         )
     for line in [*drift_lines, *golden_lines]:

@@ -102,6 +102,32 @@ class ScoredStep:
         return self.best.logprob - self.golden.logprob
 
 
+@dataclass(frozen=True)
+class BatchedCheck:
+    """What one batched teacher-forced pass found for a golden's tokens (tolerance mode only).
+
+    ``passed``: every golden token stayed within ``tolerance`` nats of this runtime's best token,
+    so the engine returned the golden's tokens without decoding. Otherwise the engine decoded
+    incrementally and the drift report is built from that decode, as without this pass.
+    """
+
+    golden_path: str
+    tokens: tuple[int, ...]
+    passed: bool
+    tolerance: float
+    steps_checked: int
+    max_gap: float
+    worst_step: int
+    problem: str | None = None
+
+    def describe(self) -> str:
+        summary = (
+            f"{self.steps_checked} of {len(self.tokens)} golden tokens checked, max gap "
+            f"{self.max_gap:.4f} nats at step {self.worst_step}, tolerance {self.tolerance:.2f}"
+        )
+        return f"{summary}; {self.problem}" if self.problem else summary
+
+
 # Re-scores a golden token sequence for the same request on the live model (teacher forcing).
 Scorer = Callable[[Request, Sequence[int]], list[ScoredStep]]
 
@@ -126,6 +152,7 @@ class Generation(str):
     timings: Timings
     provenance: Provenance
     cached: bool
+    batched: BatchedCheck | None
 
     def __new__(
         cls,
@@ -137,6 +164,7 @@ class Generation(str):
         timings: Timings,
         provenance: Provenance,
         cached: bool = False,
+        batched: BatchedCheck | None = None,
     ) -> Generation:
         self = super().__new__(cls, text)
         self.tokens = tuple(tokens)
@@ -145,6 +173,7 @@ class Generation(str):
         self.timings = timings
         self.provenance = provenance
         self.cached = cached
+        self.batched = batched
         return self
 
     @property
@@ -183,6 +212,7 @@ class Generation(str):
                 self.timings,
                 _portable(self.provenance),
                 self.cached,
+                self.batched,
             ),
         )
 
@@ -195,6 +225,7 @@ def _rebuild_generation(
     timings: Timings,
     provenance: Provenance,
     cached: bool,
+    batched: BatchedCheck | None = None,
 ) -> Generation:
     return Generation(
         text,
@@ -204,6 +235,7 @@ def _rebuild_generation(
         timings=timings,
         provenance=provenance,
         cached=cached,
+        batched=batched,
     )
 
 

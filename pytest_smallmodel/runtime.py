@@ -4,9 +4,12 @@ This module runs inside the engine worker process (``worker.py``), never in the 
 llama.cpp is native code that can crash, hang or exhaust memory, and only the worker dies then.
 
 Rules (each measured in docs/determinism.md):
-- every call starts from an empty context (``reset()``): KV prefix reuse moves logits;
+- every call starts from an empty context (``reset()``): KV prefix reuse moves logits; the one
+  exception, ``label_logprobs``, restores a saved copy of the prompt's KV cache, which gives
+  the fresh context's numbers bit for bit (measured, and tested);
 - the prompt is evaluated in ``n_batch`` chunks, then one token per step, always the same path,
-  because batched teacher forcing is not equivalent to incremental decoding;
+  because batched teacher forcing is not equivalent to incremental decoding; the one batched
+  path (``verify``) serves tolerance mode only, whose rule is a margin (docs/drift.md);
 - greedy choice is ``argmax`` over the raw logits (lowest id wins a tie), so no sampler, seed,
   temperature or penalty can enter;
 - every setting that changes numbers is passed explicitly (``EngineSettings``);
@@ -190,20 +193,86 @@ class LlamaRuntime:
         settings: EngineSettings,
         embedding: bool,
         chat_template: str | None,
+        defer_weights: bool = False,
     ) -> None:
         check_gguf(path)
-        import llama_cpp
-
         self.name = name
+        self.path = path
         self.settings = settings
         self.embedding = embedding
         started = time.perf_counter()
         threads = settings.threads()
         self.repack = repack_decision(settings.repack)
+        self._llama: Any = None
+        # With deferred weights only the vocabulary and metadata are read (llama.cpp's
+        # vocab_only: no tensor is mapped); tokenizing, rendering chat and building cache keys
+        # need nothing else, so an unchanged rerun served from the result cache never loads them.
+        self._model: Any = self._vocab_model() if defer_weights else self._load_weights()
+        load_seconds = time.perf_counter() - started
+        self._vocab = self._model.vocab
+        self.n_vocab = int(self._model.n_vocab())
+        self._piece_cache: dict[int, str] = {}
+        embedded = self._model.metadata().get("tokenizer.chat_template")
+        self.chat_template = chat_template if chat_template is not None else embedded or None
+        fingerprint = model_fingerprint(
+            model=name,
+            sha256=sha256,
+            numeric_settings=settings.numeric(),
+            n_threads=threads,
+            repack=self.repack.enabled,
+        )
+        self.info = ModelInfo(
+            n_vocab=self.n_vocab,
+            n_ctx_train=int(self._model.n_ctx_train()),
+            bos_text=self.piece(self._model.token_bos()),
+            eos_text=self.piece(self._model.token_eos()),
+            add_bos=bool(self._model.add_bos_token()),
+            chat_template=self.chat_template,
+            fingerprint=fingerprint,
+            load_seconds=load_seconds,
+            repack=self.repack,
+        )
+
+    def _load_error(self, error: Exception) -> EngineError:
+        return EngineError(
+            f"llama.cpp could not load {self.path} ({error}): the file may be truncated or "
+            "corrupt; run `smallmodel verify` and `smallmodel pull`"
+        )
+
+    def _vocab_model(self) -> Any:
+        import llama_cpp
+        from llama_cpp._internals import LlamaModel
+
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
+        try:
+            return LlamaModel(path_model=str(self.path), params=params, verbose=True)
+        except (ValueError, RuntimeError) as error:
+            raise self._load_error(error) from None
+
+    @property
+    def weights_loaded(self) -> bool:
+        return self._llama is not None
+
+    def _loaded(self) -> Any:
+        """The ``Llama`` with its weights, loading them now if they were deferred."""
+        if self._llama is None:
+            vocab_only = self._model
+            self._model = self._load_weights()
+            self._vocab = self._model.vocab
+            vocab_only.close()
+        return self._llama
+
+    def _load_weights(self) -> Any:
+        """Load the weights and the context; returns the loaded model (``Llama._model``)."""
+        import llama_cpp
+
+        settings = self.settings
+        threads = settings.threads()
         try:
             with _model_params(use_extra_bufts=self.repack.enabled):
-                self._llama: Any = llama_cpp.Llama(
-                    model_path=str(path),
+                self._llama = llama_cpp.Llama(
+                    model_path=str(self.path),
                     n_ctx=settings.n_ctx,
                     n_batch=settings.n_batch,
                     n_ubatch=settings.n_ubatch,
@@ -215,55 +284,29 @@ class LlamaRuntime:
                     n_gpu_layers=settings.n_gpu_layers,
                     swa_full=settings.swa_full,
                     seed=settings.seed,
-                    embedding=embedding,
+                    embedding=self.embedding,
                     pooling_type=POOLING_TYPES[settings.pooling],
                     logits_all=False,
                     # The worker's stderr is a log file: llama.cpp's lines feed crash diagnoses.
                     verbose=True,
                 )
         except (ValueError, RuntimeError) as error:
-            raise EngineError(
-                f"llama.cpp could not load {path} ({error}): the file may be truncated or "
-                "corrupt; run `smallmodel verify` and `smallmodel pull`"
-            ) from None
-        load_seconds = time.perf_counter() - started
-        self._vocab = self._llama._model.vocab
-        self.n_vocab = int(self._llama.n_vocab())
-        self._piece_cache: dict[int, str] = {}
-        embedded = self._llama.metadata.get("tokenizer.chat_template")
-        self.chat_template = chat_template if chat_template is not None else embedded or None
-        fingerprint = model_fingerprint(
-            model=name,
-            sha256=sha256,
-            numeric_settings=settings.numeric(),
-            n_threads=threads,
-            repack=self.repack.enabled,
-        )
-        self.info = ModelInfo(
-            n_vocab=self.n_vocab,
-            n_ctx_train=int(self._llama._model.n_ctx_train()),
-            bos_text=self.piece(self._llama.token_bos()),
-            eos_text=self.piece(self._llama.token_eos()),
-            add_bos=bool(self._llama._model.add_bos_token()),
-            chat_template=self.chat_template,
-            fingerprint=fingerprint,
-            load_seconds=load_seconds,
-            repack=self.repack,
-        )
+            raise self._load_error(error) from None
+        return self._llama._model
 
     # -- tokens -------------------------------------------------------------------------------
 
     def tokenize(self, text: str, *, add_bos: bool = True, special: bool = False) -> list[int]:
-        return list(self._llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
+        return list(self._model.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        return bytes(self._llama.detokenize(list(tokens))).decode("utf-8", errors="replace")
+        return bytes(self._model.detokenize(list(tokens))).decode("utf-8", errors="replace")
 
     def piece(self, token: int) -> str:
         """The text of one token (special tokens shown as their markup, e.g. ``<|im_end|>``)."""
         cached = self._piece_cache.get(token)
         if cached is None:
-            raw = self._llama.detokenize([token], special=True)
+            raw = self._model.detokenize([token], special=True)
             cached = bytes(raw).decode("utf-8", errors="backslashreplace")
             self._piece_cache[token] = cached
         return cached
@@ -309,16 +352,19 @@ class LlamaRuntime:
                 f"n_ctx={self.settings.n_ctx}: shorten the prompt or raise n_ctx "
                 "(in [tool.smallmodel.settings], the model's spec, or the marker)"
             )
-        self._llama.reset()
-        self._llama.eval(list(prompt_tokens))
+        llama = self._loaded()
+        llama.reset()
+        llama.eval(list(prompt_tokens))
         return self._logits(0, len(prompt_tokens))
 
     def _advance(self, token: int, step: int, position: int) -> npt.NDArray[np.float32]:
         self._llama.eval([token])
         return self._logits(step, position)
 
-    def _logits(self, step: int, position: int) -> npt.NDArray[np.float32]:
-        raw = self._llama._ctx.get_logits()
+    def _logits(self, step: int, position: int, raw: Any = None) -> npt.NDArray[np.float32]:
+        """A copy of one row of logits (the last output unless ``raw`` points at another)."""
+        if raw is None:
+            raw = self._llama._ctx.get_logits()
         logits = np.array(np.ctypeslib.as_array(raw, shape=(self.n_vocab,)), dtype=np.float32)
         # max() propagates NaN and is +inf if any logit is: one cheap pass catches both.
         peak = float(logits.max())
@@ -414,6 +460,25 @@ class LlamaRuntime:
         text = self.detokenize([s.token for s in steps])
         return any(s in text for s in stop)
 
+    def _score_step(
+        self,
+        logits: npt.NDArray[np.float32],
+        mask: _GrammarMask | None,
+        index: int,
+        token: int,
+        top_k: int,
+    ) -> ScoredStep:
+        """How this runtime rates the given ``token`` against its own best at one step."""
+        allowed = logits if mask is None else mask.mask(logits)
+        logsumexp = _logsumexp(allowed)
+        best = int(allowed.argmax())
+        return ScoredStep(
+            index=index,
+            golden=TokenLogprob(token, self.piece(token), float(allowed[token]) - logsumexp),
+            best=TokenLogprob(best, self.piece(best), float(allowed[best]) - logsumexp),
+            top=self._top(allowed, logsumexp, top_k),
+        )
+
     def score(
         self,
         prompt_tokens: Sequence[int],
@@ -427,20 +492,8 @@ class LlamaRuntime:
             scored: list[ScoredStep] = []
             logits = self._start(prompt_tokens)
             for index, token in enumerate(tokens):
-                allowed = logits if mask is None else mask.mask(logits)
-                logsumexp = _logsumexp(allowed)
-                best = int(allowed.argmax())
-                scored.append(
-                    ScoredStep(
-                        index=index,
-                        golden=TokenLogprob(
-                            token, self.piece(token), float(allowed[token]) - logsumexp
-                        ),
-                        best=TokenLogprob(best, self.piece(best), float(allowed[best]) - logsumexp),
-                        top=self._top(allowed, logsumexp, top_k),
-                    )
-                )
-                if not math.isfinite(allowed[token]):
+                scored.append(self._score_step(logits, mask, index, token, top_k))
+                if not math.isfinite(scored[-1].golden.logprob):
                     break  # the grammar forbids the golden token: nothing later is comparable
                 if mask is not None:
                     mask.accept(token)
@@ -448,11 +501,83 @@ class LlamaRuntime:
                     logits = self._advance(token, index + 1, len(prompt_tokens) + index + 1)
             return scored
 
+    def verify(
+        self,
+        prompt_tokens: Sequence[int],
+        tokens: Sequence[int],
+        *,
+        top_k: int,
+        schema: Mapping[str, Any] | None,
+    ) -> list[ScoredStep]:
+        """Teacher forcing in one batched pass: the same ratings as ``score``, at prefill speed.
+
+        The prompt and the given tokens (all but the last, whose successor is not needed) are
+        evaluated in ``n_ubatch`` chunks; only the rows that predict a given token are output
+        (per-token flags of llama.cpp's batch), and each is copied once. The numbers differ
+        slightly from incremental evaluation (docs/determinism.md), so this serves tolerance
+        mode only, never exact comparison.
+        """
+        import llama_cpp
+
+        if not prompt_tokens:
+            raise EngineError("the prompt is empty after tokenization: give the model some text")
+        if not tokens:
+            return []
+        sequence = [*prompt_tokens, *tokens[:-1]]
+        if len(sequence) > self.settings.n_ctx:
+            raise EngineError(
+                f"the prompt plus the golden tokens is {len(sequence)} tokens but the context "
+                f"is n_ctx={self.settings.n_ctx}"
+            )
+        llama = self._loaded()
+        llama.reset()
+        llama._ctx.kv_cache_seq_rm(-1, 0, -1)  # an empty context, as _start has
+        batch = llama._batch.batch  # room for n_batch tokens; n_ubatch <= n_batch
+        chunk = max(1, min(self.settings.n_ubatch, llama.n_batch))
+        first = len(prompt_tokens) - 1  # the position whose logits predict tokens[0]
+        scored: list[ScoredStep] = []
+        with _grammar(self._vocab, schema, self.n_vocab) as mask:
+            for start in range(0, len(sequence), chunk):
+                piece = sequence[start : start + chunk]
+                batch.n_tokens = len(piece)
+                for offset, token in enumerate(piece):
+                    batch.token[offset] = token
+                    batch.pos[offset] = start + offset
+                    batch.n_seq_id[offset] = 1
+                    batch.seq_id[offset][0] = 0
+                    batch.logits[offset] = start + offset >= first
+                status = llama_cpp.llama_decode(llama._ctx.ctx, batch)
+                if status != 0:
+                    raise EngineError(
+                        f"llama_decode returned {status} for the batched teacher-forcing pass"
+                    )
+                for offset in range(max(0, first - start), len(piece)):
+                    index = start + offset - first
+                    row = llama_cpp.llama_get_logits_ith(llama._ctx.ctx, offset)
+                    logits = self._logits(index, start + offset + 1, row)
+                    step = self._score_step(logits, mask, index, tokens[index], top_k)
+                    scored.append(step)
+                    if not math.isfinite(step.golden.logprob):
+                        llama.n_tokens = start + len(piece)
+                        return scored  # the grammar forbids the golden token: stop here
+                    if mask is not None:
+                        mask.accept(tokens[index])
+            llama.n_tokens = len(sequence)
+        return scored
+
     def continuation_logprob(
         self, prompt_tokens: Sequence[int], continuation: Sequence[int]
     ) -> float:
         """Sum of the logprobs of ``continuation`` after the prompt, on the incremental path."""
         logits = self._start(prompt_tokens)
+        return self._continue(logits, prompt_tokens, continuation)
+
+    def _continue(
+        self,
+        logits: npt.NDArray[np.float32],
+        prompt_tokens: Sequence[int],
+        continuation: Sequence[int],
+    ) -> float:
         total = 0.0
         for index, token in enumerate(continuation):
             total += float(logits[token]) - _logsumexp(logits)
@@ -460,15 +585,48 @@ class LlamaRuntime:
                 logits = self._advance(token, index + 1, len(prompt_tokens) + index + 1)
         return total
 
+    def label_logprobs(
+        self, prompt_tokens: Sequence[int], continuations: Sequence[Sequence[int]]
+    ) -> list[float]:
+        """``continuation_logprob`` of each continuation, evaluating the shared prompt once.
+
+        The prompt's KV cache is saved after evaluation (llama.cpp's per-sequence state) and
+        restored before each further continuation, so every continuation starts from the same
+        cells, positions and values as a fresh ``_start`` would give: the numbers are the ones
+        ``continuation_logprob`` computes (tests/test_verify.py compares them bit for bit).
+        """
+        import llama_cpp
+
+        first = self._start(prompt_tokens)
+        llama = self._llama
+        ctx = llama._ctx.ctx
+        size = int(llama_cpp.llama_state_seq_get_size(ctx, 0))
+        saved = (ctypes.c_uint8 * size)()
+        written = int(llama_cpp.llama_state_seq_get_data(ctx, saved, size, 0))
+        if written == 0 or written > size:
+            raise EngineError("llama.cpp could not save the prompt's state for classify()")
+        prompt_length = llama.n_tokens
+        totals: list[float] = []
+        for number, continuation in enumerate(continuations):
+            if number:
+                if int(llama_cpp.llama_state_seq_set_data(ctx, saved, written, 0)) != written:
+                    raise EngineError(
+                        "llama.cpp could not restore the prompt's state for classify()"
+                    )
+                llama.n_tokens = prompt_length
+            totals.append(self._continue(first, prompt_tokens, continuation))
+        return totals
+
     def embed(self, text: str) -> list[float]:
         if not self.embedding:
             raise EngineError(
                 f"model {self.name!r} is not declared as an embedding model: "
                 "add `embedding = true` to its spec in [tool.smallmodel.models]"
             )
-        self._llama.reset()
-        vector = self._llama.embed(text, normalize=False, truncate=False)
-        self._llama.reset()
+        llama = self._loaded()
+        llama.reset()
+        vector = llama.embed(text, normalize=False, truncate=False)
+        llama.reset()
         if vector and isinstance(vector[0], list):  # per-token embeddings: no pooling in the model
             raise EngineError(
                 f"model {self.name!r} returns per-token embeddings (its GGUF sets no pooling): "
@@ -485,5 +643,8 @@ class LlamaRuntime:
     def close(self) -> None:
         llama = getattr(self, "_llama", None)
         if llama is not None:
-            llama.close()
+            llama.close()  # closes the model it holds, which is self._model
             self._llama = None
+        elif getattr(self, "_model", None) is not None:
+            self._model.close()
+        self._model = None

@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from pytest_smallmodel.records import GoldenRecord, model_ref
-from pytest_smallmodel.results import ScoredStep, Step, TokenLogprob
+from pytest_smallmodel.results import BatchedCheck, ScoredStep, Step, TokenLogprob
 
 
 class Outcome(StrEnum):
@@ -49,6 +49,8 @@ class Reason(StrEnum):
     DIMENSIONS_CHANGED = "embedding dimensions changed"
     EMBEDDING_DIFFERS = "embedding differs"
     VALUE_DIFFERS = "value differs"
+    BATCHED_PASS = "batched pass within tolerance"
+    BATCHED_OUTSIDE_TOLERANCE = "batched pass outside tolerance mode"
     CORRUPT = "corrupt golden"
     MISSING = "missing golden"
 
@@ -196,6 +198,9 @@ class Verdict:
     labels: LabelScores | None = None
     embedding: EmbeddingScores | None = None
     problem: str | None = None  # why a corrupt golden cannot be read
+    # The engine's one batched teacher-forced pass over the golden tokens (tolerance mode):
+    # passed, the engine returned the golden's tokens; failed, it decoded and this is why.
+    batched: BatchedCheck | None = None
 
     @property
     def model(self) -> str | None:
@@ -241,6 +246,17 @@ class Verdict:
             "labels": self.labels.to_dict() if self.labels else None,
             "embedding": self.embedding.to_dict() if self.embedding else None,
             "problem": self.problem,
+            "batched_check": (
+                {
+                    "passed": self.batched.passed,
+                    "steps_checked": self.batched.steps_checked,
+                    "max_gap": self.batched.max_gap,
+                    "worst_step": self.batched.worst_step,
+                    "problem": self.batched.problem,
+                }
+                if self.batched is not None
+                else None
+            ),
         }
 
 

@@ -46,9 +46,16 @@ _METHODS = frozenset(
         "render_chat",
         "decode",
         "score",
+        "verify",
         "continuation_logprob",
+        "label_logprobs",
         "embed",
+        "weights_loaded",
     }
+)
+# The calls that need the weights; the others work on a vocabulary-only load (defer_weights).
+_WEIGHT_METHODS = frozenset(
+    {"decode", "score", "verify", "continuation_logprob", "label_logprobs", "embed"}
 )
 _START_TIMEOUT_FLOOR = 60.0
 _LOG_TAIL_BYTES = 64 * 1024
@@ -93,6 +100,8 @@ def serve(incoming: Connection, outgoing: Connection) -> None:
 
                 runtime = LlamaRuntime(**kwargs)
                 result = runtime.info
+            elif method == "weights_loaded" and runtime is not None:
+                result = runtime.weights_loaded  # a property: answering it loads nothing
             elif method in _METHODS and runtime is not None:
                 result = getattr(runtime, method)(*args, **kwargs)
             else:
@@ -261,6 +270,7 @@ class WorkerModel:
         settings: EngineSettings,
         embedding: bool,
         chat_template: str | None = None,
+        defer_weights: bool = False,
     ) -> None:
         self.name = name
         self.path = path
@@ -275,6 +285,7 @@ class WorkerModel:
             "settings": settings,
             "embedding": embedding,
             "chat_template": chat_template,
+            "defer_weights": defer_weights,
         }
         self._lock = threading.Lock()
         self._process: _Process | None = None
@@ -314,6 +325,8 @@ class WorkerModel:
                 self._process = None
             raise
         self.stats.load_seconds += time.perf_counter() - started
+        if not self._load_kwargs["defer_weights"]:
+            self.stats.weights_loaded = True
         return info
 
     def close(self) -> None:
@@ -333,6 +346,8 @@ class WorkerModel:
                 raise EngineCrash(self._crash)
             if self._process is None:
                 self._start(f"restarting the worker before {method}")
+            if method in _WEIGHT_METHODS:
+                self.stats.weights_loaded = True
             return self._exchange(
                 method,
                 args,
@@ -459,8 +474,32 @@ class WorkerModel:
         schema: Mapping[str, Any] | None,
         timeout: float | None = None,
     ) -> list[ScoredStep]:
+        """Teacher forcing on the incremental path (``LlamaRuntime.score``)."""
+        return self._teacher_force("score", prompt_tokens, tokens, top_k, schema, timeout)
+
+    def verify(
+        self,
+        prompt_tokens: Sequence[int],
+        tokens: Sequence[int],
+        *,
+        top_k: int,
+        schema: Mapping[str, Any] | None,
+        timeout: float | None = None,
+    ) -> list[ScoredStep]:
+        """Teacher forcing in one batched pass (``LlamaRuntime.verify``, tolerance mode only)."""
+        return self._teacher_force("verify", prompt_tokens, tokens, top_k, schema, timeout)
+
+    def _teacher_force(
+        self,
+        method: str,
+        prompt_tokens: Sequence[int],
+        tokens: Sequence[int],
+        top_k: int,
+        schema: Mapping[str, Any] | None,
+        timeout: float | None,
+    ) -> list[ScoredStep]:
         scored: list[ScoredStep] = self.call(
-            "score",
+            method,
             list(prompt_tokens),
             list(tokens),
             top_k=top_k,
@@ -481,6 +520,25 @@ class WorkerModel:
                 "continuation_logprob", list(prompt_tokens), list(continuation), timeout=timeout
             )
         )
+
+    def label_logprobs(
+        self,
+        prompt_tokens: Sequence[int],
+        continuations: Sequence[Sequence[int]],
+        *,
+        timeout: float | None = None,
+    ) -> list[float]:
+        result: list[float] = self.call(
+            "label_logprobs",
+            list(prompt_tokens),
+            [list(c) for c in continuations],
+            timeout=timeout,
+        )
+        return result
+
+    def weights_loaded(self) -> bool:
+        """Whether the worker has loaded the weights (false while only the vocabulary is)."""
+        return bool(self.call("weights_loaded"))
 
     def embed(self, text: str, *, timeout: float | None = None) -> list[float]:
         result: list[float] = self.call("embed", text, timeout=timeout)

