@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 from suite import MAX_TOKENS, PROMPTS, machine, smollm2_path
 
@@ -38,17 +39,26 @@ def run(model: WorkerModel) -> tuple[float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="another GGUF (default: SmolLM2 Q4_1, whose Q4_1 weights this llama.cpp build does "
+        "not repack: same speed and tokens either way; a Q4_0 copy shows the effect)",
+    )
     args = parser.parse_args()
+    path = args.model or smollm2_path()
     models = {
         repack: WorkerModel(
             name="smollm2",
-            path=smollm2_path(),
+            path=path,
             sha256=SHA256,
             settings=merge_settings(("bench", {"repack": repack})),
             embedding=False,
         )
         for repack in (True, False)
     }
+    print(f"model: {path}")
     print(f"machine: {machine()}; system_info: {models[True].fingerprint['system_info']}")
     for repack, model in models.items():
         print(
