@@ -19,7 +19,14 @@ import jsonschema
 from pytest_smallmodel.backend import Backend
 from pytest_smallmodel.errors import EngineError
 from pytest_smallmodel.records import GoldenRecord
-from pytest_smallmodel.result_cache import ResultCache, cache_key
+from pytest_smallmodel.result_cache import (
+    ResultCache,
+    StoredGeneration,
+    StoredLabel,
+    cache_key,
+    stored_vector,
+    vector_payload,
+)
 from pytest_smallmodel.results import (
     BatchedCheck,
     Embedding,
@@ -34,7 +41,6 @@ from pytest_smallmodel.results import (
     ScoredStep,
     Step,
     Timings,
-    TokenLogprob,
 )
 from pytest_smallmodel.settings import EngineSettings
 from pytest_smallmodel.verify import GoldenSource, judge
@@ -230,15 +236,13 @@ class ModelHandle:
         key = self._cache_key(request)
 
         def from_cache(payload: dict[str, Any]) -> Generation:
-            steps = _steps_from_json(payload["steps"])
-            if payload["finish_reason"] not in ("stop", "length"):
-                raise ValueError(payload["finish_reason"])
+            stored = StoredGeneration.from_payload(payload)
             return Generation(
-                str(payload["text"]),
-                tokens=[step.token for step in steps],
-                steps=steps,
-                finish_reason=payload["finish_reason"],
-                timings=Timings(0.0, 0.0, len(steps)),
+                stored.text,
+                tokens=[step.token for step in stored.steps],
+                steps=stored.steps,
+                finish_reason=stored.finish_reason,
+                timings=Timings(0.0, 0.0, len(stored.steps)),
                 provenance=self._provenance(request),
                 cached=True,
             )
@@ -260,9 +264,7 @@ class ModelHandle:
         )
         ids = [s.token for s in steps]
         text = self._text(ids, finish, stops)
-        self._store(
-            key, {"text": text, "finish_reason": finish, "steps": [_step_to_json(s) for s in steps]}
-        )
+        self._store(key, StoredGeneration(text, finish, steps).payload())
         return Generation(
             text,
             tokens=ids,
@@ -440,10 +442,10 @@ class ModelHandle:
         key = self._cache_key(request)
 
         def from_cache(payload: dict[str, Any]) -> Label:
-            logprobs = {str(k): float(v) for k, v in payload["logprobs"].items()}
-            if payload["label"] not in labels or set(logprobs) != set(labels):
-                raise ValueError("labels differ")
-            return Label(payload["label"], logprobs=logprobs, provenance=self._provenance(request))
+            stored = StoredLabel.from_payload(payload, labels)
+            return Label(
+                stored.label, logprobs=stored.logprobs, provenance=self._provenance(request)
+            )
 
         cached = self._cached(key, from_cache)
         if cached is not None:
@@ -457,7 +459,7 @@ class ModelHandle:
         self._model.stats.calls += 1  # scoring generates no tokens: it stays out of tokens/s
         # max() keeps the first of equal scores: the order the test gave wins a tie.
         chosen = max(labels, key=lambda label: logprobs[label])
-        self._store(key, {"label": chosen, "logprobs": logprobs})
+        self._store(key, StoredLabel(chosen, logprobs).payload())
         return Label(chosen, logprobs=logprobs, provenance=self._provenance(request))
 
     def embed(self, text: str) -> Embedding:
@@ -485,13 +487,13 @@ class ModelHandle:
             settings={**self.settings.numeric(), "pooling": self.settings.pooling},
         )
         key = self._cache_key(request)
-        cached = self._cached(key, lambda payload: [float(x) for x in payload["vector"]])
+        cached = self._cached(key, stored_vector)
         if cached is not None:
             vector = Embedding(cached)
         else:
             vector = Embedding(self._model.embed(text, timeout=self.settings.timeout))
             self._model.stats.calls += 1
-            self._store(key, {"vector": list(vector)})
+            self._store(key, vector_payload(vector))
         vector.provenance = self._provenance(request)
         return vector
 
@@ -516,22 +518,6 @@ def _check_stop(stop: object) -> tuple[str, ...]:
             f"stop={stop!r} contains an empty string, which matches at once: remove it"
         )
     return tuple(stops)
-
-
-def _step_to_json(step: Step) -> list[Any]:
-    return [step.token, step.text, step.logprob, [[t.token, t.text, t.logprob] for t in step.top]]
-
-
-def _steps_from_json(raw: Sequence[Sequence[Any]]) -> list[Step]:
-    return [
-        Step(
-            int(token),
-            str(text),
-            float(logprob),
-            tuple(TokenLogprob(int(t), str(p), float(lp)) for t, p, lp in top),
-        )
-        for token, text, logprob, top in raw
-    ]
 
 
 def _check_schema(schema: Mapping[str, Any]) -> None:

@@ -140,9 +140,11 @@ def _schema_problem(data: Mapping[str, Any]) -> str | None:
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(golden_schema())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
-    if error is None:
+    # The first problem in document order: the same error whatever jsonschema version ranks.
+    errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
+    if not errors:
         return None
+    error = errors[0]
     where = _field_path(error.absolute_path)
     if error.validator == "required":
         missing = re.search(r"'([^']+)' is a required property", error.message)

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pytest_smallmodel.atomic import atomic_write_text
 from pytest_smallmodel.errors import ConfigError
 from pytest_smallmodel.fingerprint import INFORMATIONAL_FIELDS
+from pytest_smallmodel.results import FinishReason, Step, TokenLogprob
 
 CACHE_FORMAT_VERSION = 1
 
@@ -72,3 +74,64 @@ class ResultCache:
     def put(self, key: str, value: Mapping[str, Any]) -> None:
         text = json.dumps({"key": key, "value": value}, ensure_ascii=False, sort_keys=True)
         atomic_write_text(self._path(key), text)
+
+
+# -- what an entry holds: each parser raises KeyError, TypeError or ValueError on a bad entry,
+# which the caller treats as a miss (the result is computed again) --------------------------------
+
+
+@dataclass(frozen=True)
+class StoredGeneration:
+    text: str
+    finish_reason: FinishReason
+    steps: list[Step]
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "finish_reason": self.finish_reason,
+            "steps": [
+                [s.token, s.text, s.logprob, [[t.token, t.text, t.logprob] for t in s.top]]
+                for s in self.steps
+            ],
+        }
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> StoredGeneration:
+        finish = payload["finish_reason"]
+        if finish not in ("stop", "length"):
+            raise ValueError(finish)
+        steps = [
+            Step(
+                int(token),
+                str(text),
+                float(logprob),
+                tuple(TokenLogprob(int(t), str(p), float(lp)) for t, p, lp in top),
+            )
+            for token, text, logprob, top in payload["steps"]
+        ]
+        return cls(str(payload["text"]), finish, steps)
+
+
+@dataclass(frozen=True)
+class StoredLabel:
+    label: str
+    logprobs: Mapping[str, float]
+
+    def payload(self) -> dict[str, Any]:
+        return {"label": self.label, "logprobs": dict(self.logprobs)}
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any], labels: Sequence[str]) -> StoredLabel:
+        logprobs = {str(k): float(v) for k, v in payload["logprobs"].items()}
+        if payload["label"] not in labels or set(logprobs) != set(labels):
+            raise ValueError("labels differ")
+        return cls(str(payload["label"]), logprobs)
+
+
+def vector_payload(vector: Sequence[float]) -> dict[str, Any]:
+    return {"vector": list(vector)}
+
+
+def stored_vector(payload: Mapping[str, Any]) -> list[float]:
+    return [float(x) for x in payload["vector"]]

@@ -171,7 +171,7 @@ def _golden_text(**changes: object) -> str:
         (_golden_text(tokens=[1, 2, 5]), "'tokens' and the tokens of 'steps' disagree"),
         (_golden_text(text="Hello"), "field 'text' has the wrong type"),
         (_golden_text(finish_reason="maybe"), "finish_reason 'maybe'"),
-        (_golden_text(steps=[1, 2, 3]), "field 'steps[2]' has the wrong type (int)"),
+        (_golden_text(steps=[1, 2, 3]), "field 'steps[0]' has the wrong type (int)"),
         ("\udcff{}", "not UTF-8"),
     ],
 )

