@@ -179,6 +179,15 @@ class _Comparison:
         """A difference outside tolerance mode: a mismatch, or drift if the fingerprint moved."""
         return Outcome.MISMATCH if not self.changed else Outcome.DRIFT
 
+    def _judge(self, within: bool, outside_tolerance_mode: Reason, **found: Any) -> Verdict:
+        """The one ending of every comparison that found a difference: outside tolerance mode
+        it fails; in tolerance mode it passes ``within`` the tolerance and drifts beyond it."""
+        if not self.tolerant:
+            return self._decide(self._not_tolerated(), False, outside_tolerance_mode, **found)
+        if within:
+            return self._decide(Outcome.TOLERATED, True, Reason.WITHIN_TOLERANCE, **found)
+        return self._decide(Outcome.DRIFT, False, Reason.BEYOND_TOLERANCE, **found)
+
     # -- request and fingerprint ----------------------------------------------------------------
 
     def _prompt_change(self) -> PromptChange | None:
@@ -226,18 +235,16 @@ class _Comparison:
         found: dict[str, Any] = {"divergence": self._divergence(step, scored)}
         if scored is not None and step < len(scored):
             found["forcing"] = Forcing(tuple(scored[step:]), self.policy.tolerance)
-        if not self.tolerant:
-            return self._decide(self._not_tolerated(), False, Reason.TOKENS_DIFFER, **found)
-        if scored is None:
-            return self._decide(Outcome.DRIFT, False, Reason.NOT_SCORABLE, **found)
-        if step >= len(golden.tokens):
-            return self._decide(Outcome.DRIFT, False, Reason.GOLDEN_ENDED, **found)
         forcing: Forcing | None = found.get("forcing")
-        if forcing is None or len(scored) < len(golden.tokens):
-            return self._decide(Outcome.DRIFT, False, Reason.FORCING_STOPPED, **found)
-        if forcing.worst.gap <= self.policy.tolerance:
-            return self._decide(Outcome.TOLERATED, True, Reason.WITHIN_TOLERANCE, **found)
-        return self._decide(Outcome.DRIFT, False, Reason.BEYOND_TOLERANCE, **found)
+        if self.tolerant:
+            if scored is None:
+                return self._decide(Outcome.DRIFT, False, Reason.NOT_SCORABLE, **found)
+            if step >= len(golden.tokens):
+                return self._decide(Outcome.DRIFT, False, Reason.GOLDEN_ENDED, **found)
+            if forcing is None or len(scored) < len(golden.tokens):
+                return self._decide(Outcome.DRIFT, False, Reason.FORCING_STOPPED, **found)
+        within = forcing is not None and forcing.worst.gap <= self.policy.tolerance
+        return self._judge(within, Reason.TOKENS_DIFFER, **found)
 
     def _batched_check(self) -> BatchedCheck | None:
         """The engine's batched teacher-forced check of this golden's tokens, if it made one."""
@@ -292,11 +299,7 @@ class _Comparison:
             else math.inf
         )
         scores = LabelScores(golden.label or "", current.label or "", old, new, margin)
-        if not self.tolerant:
-            return self._decide(self._not_tolerated(), False, Reason.LABEL_CHANGED, labels=scores)
-        if margin <= self.policy.tolerance:
-            return self._decide(Outcome.TOLERATED, True, Reason.WITHIN_TOLERANCE, labels=scores)
-        return self._decide(Outcome.DRIFT, False, Reason.BEYOND_TOLERANCE, labels=scores)
+        return self._judge(margin <= self.policy.tolerance, Reason.LABEL_CHANGED, labels=scores)
 
     # -- embeddings -----------------------------------------------------------------------------
 
@@ -314,13 +317,7 @@ class _Comparison:
         similarity = cosine_similarity(old, new)
         max_abs = max((abs(a - b) for a, b in zip(old, new, strict=True)), default=0.0)
         scores = EmbeddingScores(len(old), len(new), similarity, max_abs, min_cosine)
-        if not self.tolerant:
-            return self._decide(
-                self._not_tolerated(), False, Reason.EMBEDDING_DIFFERS, embedding=scores
-            )
-        if similarity >= min_cosine:
-            return self._decide(Outcome.TOLERATED, True, Reason.WITHIN_TOLERANCE, embedding=scores)
-        return self._decide(Outcome.DRIFT, False, Reason.BEYOND_TOLERANCE, embedding=scores)
+        return self._judge(similarity >= min_cosine, Reason.EMBEDDING_DIFFERS, embedding=scores)
 
     # -- plain values ---------------------------------------------------------------------------
 
