@@ -60,6 +60,7 @@ _WEIGHT_METHODS = frozenset(
 _START_TIMEOUT_FLOOR = 60.0
 _LOG_TAIL_BYTES = 64 * 1024
 _PR_SET_PDEATHSIG = 1
+_DIE_WITH_PARENT_ENV = "SMALLMODEL_WORKER_DIE_WITH_PARENT"
 
 
 class WorkerStartError(EngineError):
@@ -82,7 +83,8 @@ def serve(incoming: Connection, outgoing: Connection) -> None:
     """Answer requests until the pytest side closes the pipe or sends ``close``."""
     # Ctrl-C reaches the whole process group; the pytest side decides what happens to a worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
+    if os.environ.get(_DIE_WITH_PARENT_ENV) == "1":
+        _die_with_parent()
     faulthandler.enable(file=sys.stderr, all_threads=True)
     runtime: Any = None
     while True:
@@ -166,6 +168,10 @@ class _Process:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         env["PYTHONFAULTHANDLER"] = "1"
+        # The kernel's parent-death signal follows the spawning *thread*: ask for it only when
+        # the main thread spawns, or a worker started from a short-lived thread would be killed.
+        is_main = threading.current_thread() is threading.main_thread()
+        env[_DIE_WITH_PARENT_ENV] = "1" if is_main else "0"
         self.oom_kills_at_start = _oom_kills()
         with log_path.open("ab") as log:
             self.popen = subprocess.Popen(

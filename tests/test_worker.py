@@ -131,3 +131,33 @@ def test_llama_cpp_log_never_reaches_the_terminal_even_with_s(project: pytest.Py
         "print_info:",
     ):
         assert llama_cpp_prefix not in everything
+
+
+def test_a_worker_restarted_from_a_short_lived_thread_outlives_the_thread() -> None:
+    import os
+    import signal
+    import threading
+
+    from pytest_smallmodel.crash import EngineCrash
+    from pytest_smallmodel.settings import EngineSettings
+    from pytest_smallmodel.worker import WorkerModel
+
+    path = smollm2_path()
+    assert path is not None
+    model = WorkerModel(
+        name="smollm2", path=path, sha256="0" * 64, settings=EngineSettings(), embedding=False
+    )
+    try:
+        pid = model.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(EngineCrash):
+            model.tokenize("hello")
+        # The next call starts a fresh worker, here from a thread that ends right after it.
+        thread = threading.Thread(target=model.tokenize, args=("hello",))
+        thread.start()
+        thread.join()
+        assert model.pid is not None and model.pid != pid
+        assert model.tokenize("hello") == model.tokenize("hello")  # still alive after the thread
+    finally:
+        model.close()
