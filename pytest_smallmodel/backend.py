@@ -10,7 +10,7 @@ result cache on top and never sees the runtime behind it. The llama-cpp-python e
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,6 +54,13 @@ class ModelStats:
     crashes: int = 0
     verified_calls: int = 0  # answered by the batched teacher-forced check, nothing decoded
     weights_loaded: bool = False
+
+    def add(self, other: ModelStats) -> None:
+        """Sum another process's figures into these (xdist workers); a flag is set if any is."""
+        for item in fields(ModelStats):
+            mine, theirs = getattr(self, item.name), getattr(other, item.name)
+            merged = (mine or theirs) if isinstance(mine, bool) else mine + theirs
+            setattr(self, item.name, merged)
 
 
 class Backend(Protocol):

@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_smallmodel.atomic import check_writable
+from pytest_smallmodel.backend import ModelStats
 from pytest_smallmodel.drift import DriftPolicy
 from pytest_smallmodel.drift_report import DriftLog
 from pytest_smallmodel.engine import ModelHandle
@@ -105,32 +106,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-@dataclass
-class ModelUsage:
-    """Per-model figures for the terminal summary (summed over workers under xdist)."""
+@dataclass(kw_only=True)
+class ModelUsage(ModelStats):
+    """One model's figures for the terminal summary (summed over workers under xdist)."""
 
     name: str
     short_sha: str
-    load_seconds: float = 0.0
-    worker_start_seconds: float = 0.0
-    calls: int = 0
-    cached_calls: int = 0
-    generated_tokens: int = 0
-    decode_seconds: float = 0.0
-    crashes: int = 0
-    verified_calls: int = 0
-    weights_loaded: bool = False
-
-    def add(self, other: ModelUsage) -> None:
-        self.verified_calls += other.verified_calls
-        self.weights_loaded = self.weights_loaded or other.weights_loaded
-        self.load_seconds += other.load_seconds
-        self.worker_start_seconds += other.worker_start_seconds
-        self.crashes += other.crashes
-        self.calls += other.calls
-        self.cached_calls += other.cached_calls
-        self.generated_tokens += other.generated_tokens
-        self.decode_seconds += other.decode_seconds
 
 
 @dataclass
@@ -211,27 +192,15 @@ class SmallModelSession:
     def usage(self) -> list[ModelUsage]:
         totals: dict[str, ModelUsage] = {}
         for usage in [*self._local_usage(), *self.worker_usage.values()]:
-            totals.setdefault(usage.name, ModelUsage(usage.name, usage.short_sha)).add(usage)
+            empty = ModelUsage(name=usage.name, short_sha=usage.short_sha)
+            totals.setdefault(usage.name, empty).add(usage)
         return [totals[name] for name in sorted(totals)]
 
     def _local_usage(self) -> Iterator[ModelUsage]:
         if self._registry is None:
             return
         for model in self._registry.pool:
-            stats = model.stats
-            yield ModelUsage(
-                name=model.name,
-                short_sha=model.sha256[:8],
-                load_seconds=stats.load_seconds,
-                worker_start_seconds=stats.worker_start_seconds,
-                calls=stats.calls,
-                cached_calls=stats.cached_calls,
-                generated_tokens=stats.generated_tokens,
-                decode_seconds=stats.decode_seconds,
-                crashes=stats.crashes,
-                verified_calls=stats.verified_calls,
-                weights_loaded=stats.weights_loaded,
-            )
+            yield ModelUsage(name=model.name, short_sha=model.sha256[:8], **asdict(model.stats))
 
     def close(self) -> None:
         if self._registry is not None:
