@@ -31,13 +31,11 @@ class ModelInfo:
     """What the pytest process knows about a loaded model, sent once after loading."""
 
     n_vocab: int
-    n_ctx_train: int
     bos_text: str
     eos_text: str
     add_bos: bool
     chat_template: str | None
     fingerprint: Mapping[str, Any]
-    load_seconds: float
     repack: RepackDecision
 
 

@@ -200,7 +200,6 @@ class LlamaRuntime:
         self.path = path
         self.settings = settings
         self.embedding = embedding
-        started = time.perf_counter()
         threads = settings.threads()
         self.repack = repack_decision(settings.repack)
         self._llama: Any = None
@@ -208,7 +207,6 @@ class LlamaRuntime:
         # vocab_only: no tensor is mapped); tokenizing, rendering chat and building cache keys
         # need nothing else, so an unchanged rerun served from the result cache never loads them.
         self._model: Any = self._vocab_model() if defer_weights else self._load_weights()
-        load_seconds = time.perf_counter() - started
         self._vocab = self._model.vocab
         self.n_vocab = int(self._model.n_vocab())
         self._piece_cache: dict[int, str] = {}
@@ -223,13 +221,11 @@ class LlamaRuntime:
         )
         self.info = ModelInfo(
             n_vocab=self.n_vocab,
-            n_ctx_train=int(self._model.n_ctx_train()),
             bos_text=self.piece(self._model.token_bos()),
             eos_text=self.piece(self._model.token_eos()),
             add_bos=bool(self._model.add_bos_token()),
             chat_template=self.chat_template,
             fingerprint=fingerprint,
-            load_seconds=load_seconds,
             repack=self.repack,
         )
 

@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from pytest_smallmodel.records import GoldenRecord, model_ref
-from pytest_smallmodel.results import BatchedCheck, ScoredStep, Step, TokenLogprob
+from pytest_smallmodel.results import BatchedCheck, ScoredStep, Step
 
 
 class Outcome(StrEnum):
@@ -268,7 +268,3 @@ def _token_dict(step: Step | None) -> dict[str, Any] | None:
 
 def _finite(value: float) -> float | None:
     return value if value not in (float("inf"), float("-inf")) and value == value else None
-
-
-def token_logprob(step: Step) -> TokenLogprob:
-    return TokenLogprob(step.token, step.text, step.logprob)
