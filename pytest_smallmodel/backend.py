@@ -27,6 +27,16 @@ class RepackDecision:
 
 
 @dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do beyond decoding; what it cannot is named in reports, never
+    replaced by a weaker check (docs/backends.md)."""
+
+    teacher_forcing: bool = True  # score / verify / classify: rate given tokens
+    batched_verify: bool = True  # verify in one batched pass (else incremental, still exact)
+    limitations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """What the pytest process knows about a loaded model, sent once after loading."""
 
@@ -52,6 +62,7 @@ class ModelStats:
     crashes: int = 0
     verified_calls: int = 0  # answered by the batched teacher-forced check, nothing decoded
     weights_loaded: bool = False
+    identity_unverified: bool = False  # served by a running server that cannot prove its file
 
     def add(self, other: ModelStats) -> None:
         """Sum another process's figures into these (xdist workers); a flag is set if any is."""
@@ -71,6 +82,7 @@ class Backend(Protocol):
     embedding: bool
     stats: ModelStats
     info: ModelInfo
+    capabilities: Capabilities
 
     @property
     def fingerprint(self) -> Mapping[str, Any]: ...

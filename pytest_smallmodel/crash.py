@@ -77,17 +77,18 @@ class CrashDiagnosis:
     crash_count: int = 1
     timeout: float | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    process: str = "engine worker"  # or "llama-server": what ran the model
 
     def headline(self) -> str:
         if self.cause == "timeout":
             return (
-                f"the engine worker of model {self.model} was stopped: {self.call} ran longer "
+                f"the {self.process} of model {self.model} was stopped: {self.call} ran longer "
                 f"than timeout = {self.timeout:g} s"
             )
         if self.cause == "signal":
-            return f"the engine worker of model {self.model} crashed with {self.signal_name}"
+            return f"the {self.process} of model {self.model} crashed with {self.signal_name}"
         return (
-            f"the engine worker of model {self.model} exited unexpectedly (code {self.exit_code})"
+            f"the {self.process} of model {self.model} exited unexpectedly (code {self.exit_code})"
         )
 
     def text(self) -> str:
@@ -122,6 +123,7 @@ class CrashDiagnosis:
             "fault_report": list(self.fault_report),
             "log_tail": list(self.log_tail),
             "crash_count": self.crash_count,
+            "process": self.process,
         }
 
     def again(self) -> CrashDiagnosis:

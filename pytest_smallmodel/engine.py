@@ -17,7 +17,9 @@ from typing import Any, TypeVar
 import jsonschema
 
 from pytest_smallmodel.backend import Backend
+from pytest_smallmodel.backends import open_backend
 from pytest_smallmodel.errors import EngineError
+from pytest_smallmodel.project import Serving
 from pytest_smallmodel.records import GoldenRecord
 from pytest_smallmodel.result_cache import (
     ResultCache,
@@ -44,7 +46,6 @@ from pytest_smallmodel.results import (
 )
 from pytest_smallmodel.settings import EngineSettings
 from pytest_smallmodel.verify import GoldenSource, judge
-from pytest_smallmodel.worker import WorkerModel
 
 Messages = Sequence[Mapping[str, Any]]
 _T = TypeVar("_T")
@@ -76,11 +77,14 @@ class ModelPool:
         embedding: bool,
         chat_template: str | None = None,
         defer_weights: bool = False,
+        serving: Serving | None = None,
     ) -> Backend:
-        key = (sha256, settings.load_key(), embedding, chat_template)
+        serving = serving or Serving()
+        key = (sha256, settings.load_key(), embedding, chat_template, serving)
         model = self._models.get(key)
         if model is None:
-            model = WorkerModel(
+            model = open_backend(
+                serving,
                 name=name,
                 path=path,
                 sha256=sha256,
@@ -196,7 +200,7 @@ class ModelHandle:
             sha256=self.sha256,
             request=request,
             fingerprint=self._model.fingerprint,
-            scorer=self._score,
+            scorer=self._score if self._model.capabilities.teacher_forcing else None,
         )
 
     def _score(self, request: Request, tokens: Sequence[int]) -> list[ScoredStep]:
@@ -285,7 +289,11 @@ class ModelHandle:
     ) -> tuple[BatchedCheck, list[ScoredStep], GoldenRecord] | None:
         """Tolerance mode only: the batched teacher-forced check of the golden this request will
         be compared with, or None when no golden applies (exact mode, strict, no golden)."""
-        if self.goldens is None or not self.verify_batched:
+        if (
+            self.goldens is None
+            or not self.verify_batched
+            or not self._model.capabilities.teacher_forcing
+        ):
             return None
         found = self.goldens.candidate(
             model=self.name, sha256=self.sha256, request=request, fingerprint=self.fingerprint
@@ -302,7 +310,13 @@ class ModelHandle:
             schema=request.schema,
             timeout=self.settings.timeout,
         )
-        check = judge(scored, golden.tokens, tolerance=self.goldens.policy.tolerance, path=path)
+        check = judge(
+            scored,
+            golden.tokens,
+            tolerance=self.goldens.policy.tolerance,
+            path=path,
+            incremental=not self._model.capabilities.batched_verify,
+        )
         return check, scored, golden
 
     def _verified(

@@ -55,8 +55,9 @@ def headline(verdict: Verdict) -> str:
     if reason is Reason.BATCHED_PASS:
         check = verdict.batched
         assert check is not None
+        kind = "teacher-forced request" if check.incremental else "batched pass"
         return (
-            f"passed within tolerance (batched pass): every golden token stays within "
+            f"passed within tolerance ({kind}): every golden token stays within "
             f"{tolerance} nats of the best (max gap {check.max_gap:.4f} at step "
             f"{check.worst_step})"
         )
@@ -74,10 +75,13 @@ def headline(verdict: Verdict) -> str:
             else "under the same model, request and fingerprint (exact mode)"
         )
     if reason is Reason.NOT_SCORABLE:
-        return (
-            f"output diverged at step {step} and cannot be teacher-forced: "
-            "the result carries no live scorer (cached or unpickled result)"
+        limitations = (current.fingerprint or {}).get("limitations") or []
+        why = (
+            f"a limitation of this backend: {limitations[0]}"
+            if limitations
+            else "the result carries no live scorer (cached or unpickled result)"
         )
+        return f"output diverged at step {step} and cannot be teacher-forced: {why}"
     if reason is Reason.GOLDEN_ENDED:
         return (
             f"the golden ends at step {step} (finish_reason {golden.finish_reason}) "
@@ -153,6 +157,11 @@ def explain(verdict: Verdict) -> list[str]:
     lines = [headline(verdict), f"golden: {verdict.golden_path}"]
     if verdict.model is not None:
         lines.append(f"model: {verdict.model}")
+    if verdict.model_identity == "unverified":
+        lines.append(
+            f"model identity unverified: this result came from a running server "
+            f"({verdict.current_engine}), which cannot prove it serves the pinned file"
+        )
     if verdict.mode is not None:
         lines.append(f"mode: {_mode(verdict)}")
     if verdict.prompt_change is not None:
@@ -198,6 +207,12 @@ def _evidence(verdict: Verdict) -> list[str]:
         return []
     if reason in (Reason.BATCHED_PASS, Reason.BATCHED_OUTSIDE_TOLERANCE):
         tokens = len(verdict.batched.tokens) if verdict.batched is not None else 0
+        if verdict.batched is not None and verdict.batched.incremental:
+            return [
+                "decided by: one teacher-forced request over the prompt and the "
+                f"{tokens} golden tokens (this backend has no batched pass; nothing was "
+                "decoded freely; docs/backends.md)"
+            ]
         return [
             "decided by: one batched teacher-forced pass over the prompt and the "
             f"{tokens} golden tokens (nothing was decoded; docs/drift.md)"

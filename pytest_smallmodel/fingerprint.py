@@ -21,12 +21,15 @@ from pytest_smallmodel.settings import IMPLICIT_SETTINGS
 FINGERPRINT_VERSION = 1
 
 # Fields recorded for the reader but known not to change tokens: ignored when deciding drift.
-INFORMATIONAL_FIELDS: frozenset[str] = frozenset({"n_threads"})
+INFORMATIONAL_FIELDS: frozenset[str] = frozenset(
+    {"n_threads", "server_url", "limitations", "identity"}
+)
 
 # Fields recorded only since they were added, with the value every earlier run had: a golden
 # without them was made with that value, so their absence is not a difference.
 IMPLICIT_FIELDS: Mapping[str, Any] = {
     "repack": True,
+    "engine": "llama-cpp-python",
     **{f"settings.{name}": value for name, value in IMPLICIT_SETTINGS.items()},
 }
 
@@ -136,6 +139,7 @@ def model_fingerprint(
         "version": FINGERPRINT_VERSION,
         "model": model,
         "sha256": sha256,
+        "engine": "llama-cpp-python",
         **runtime,
         "backend": _backend_name(runtime["system_info"]) if offloading else "CPU",
         "settings": dict(sorted(numeric_settings.items())),

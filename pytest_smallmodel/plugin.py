@@ -503,6 +503,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             f", {item.verified_calls} verified by a batched pass" if item.verified_calls else ""
         )
         weights = "" if item.weights_loaded else " (vocabulary only: weights not loaded)"
+        if item.identity_unverified:
+            weights += " [model identity unverified: a running server served it]"
         terminalreporter.write_line(
             f"{item.name}@{item.short_sha}: loaded in {item.load_seconds:.2f}s{weights} "
             f"incl. worker start {item.worker_start_seconds:.2f}s, "

@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, cast
@@ -38,9 +38,28 @@ TOP_LEVEL_KEYS: frozenset[str] = frozenset(
     }
 )
 
-NON_SOURCE_SPEC_KEYS: frozenset[str] = frozenset({"settings", "embedding", "chat_template"})
+NON_SOURCE_SPEC_KEYS: frozenset[str] = frozenset(
+    {"settings", "embedding", "chat_template", "backend", "server", "api"}
+)
+# What runs a model (docs/backends.md): llama-cpp-python in an engine worker process, or
+# llama.cpp's llama-server, started by the harness or already running at ``server``.
+BACKENDS: tuple[str, ...] = ("llama-cpp-python", "llama-server")
+SERVER_APIS: tuple[str, ...] = ("llama-server", "openai")
 CACHE_DIR_ENV = "SMALLMODEL_CACHE_DIR"
 CACHE_APP_NAME = "pytest-smallmodel"
+
+
+@dataclass(frozen=True)
+class Serving:
+    """Which backend runs the model: ``backend``, and for a running server its URL and API."""
+
+    backend: str = "llama-cpp-python"
+    server: str | None = None  # None: the harness starts llama-server itself (managed)
+    api: str = "llama-server"
+
+    @property
+    def managed(self) -> bool:
+        return self.backend == "llama-server" and self.server is None
 
 
 @dataclass(frozen=True)
@@ -51,6 +70,7 @@ class ModelSpec:
     settings: Mapping[str, Any]
     embedding: bool
     chat_template: str | None = None
+    serving: Serving = field(default_factory=lambda: Serving())
 
     @property
     def is_glob(self) -> bool:
@@ -305,6 +325,7 @@ def _parse_spec(pyproject: Path, name: object, raw: object) -> ModelSpec:
                 f"the project root (got {chat_template!r})."
             )
         check_relative_path(where, "chat_template", chat_template)
+    serving = _parse_serving(where, raw)
     return ModelSpec(
         name=name,
         kind=kind,
@@ -312,7 +333,45 @@ def _parse_spec(pyproject: Path, name: object, raw: object) -> ModelSpec:
         settings=MappingProxyType(cast(dict[str, Any], settings)),
         embedding=embedding,
         chat_template=chat_template,
+        serving=serving,
     )
+
+
+def _parse_serving(where: str, raw: Mapping[str, Any]) -> Serving:
+    server = raw.get("server")
+    backend = raw.get("backend", "llama-server" if server is not None else "llama-cpp-python")
+    if backend not in BACKENDS:
+        raise ConfigError(
+            f"{where}: backend = {backend!r} is not a backend: use one of "
+            + ", ".join(repr(b) for b in BACKENDS)
+            + "."
+        )
+    if server is not None:
+        if backend != "llama-server":
+            raise ConfigError(
+                f'{where}: server = {server!r} needs backend = "llama-server" (a running server '
+                "is not run by llama-cpp-python): remove the backend key or the server key."
+            )
+        if not isinstance(server, str) or not re.fullmatch(r"https?://[^/\s]+(/\S*)?", server):
+            raise ConfigError(
+                f"{where}: server must be the server's base URL such as "
+                f'"http://gpu-box:8080" (got {server!r}).'
+            )
+        server = server.rstrip("/")
+    api = raw.get("api", "llama-server")
+    if "api" in raw and server is None:
+        raise ConfigError(
+            f"{where}: api = {api!r} applies to a running server only: add "
+            'server = "http://HOST:PORT", or remove api (a managed llama-server is always '
+            "spoken to in its own API)."
+        )
+    if api not in SERVER_APIS:
+        raise ConfigError(
+            f"{where}: api = {api!r} is not an API: use one of "
+            + ", ".join(repr(a) for a in SERVER_APIS)
+            + "."
+        )
+    return Serving(backend=backend, server=server, api=api)
 
 
 def check_relative_path(where: str, key: str, value: str) -> None:

@@ -175,6 +175,7 @@ class ModelRegistry:
             chat_template=load_template(self.project, locked.name, locked.chat_template_file),
             # Results served from the cache need only the vocabulary (tokens for the key).
             defer_weights=self.result_cache is not None,
+            serving=spec.serving if spec is not None else None,
         )
         self.used[locked.name] = locked
         return ModelHandle(loaded, settings, self.result_cache)

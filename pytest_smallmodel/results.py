@@ -119,6 +119,9 @@ class BatchedCheck:
     max_gap: float
     worst_step: int
     problem: str | None = None
+    # True where the backend has no batched pass (llama-server): the same check, made on the
+    # incremental path in one teacher-forced request.
+    incremental: bool = False
 
     def describe(self) -> str:
         summary = (

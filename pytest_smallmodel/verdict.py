@@ -223,6 +223,21 @@ class Verdict:
     def explanation(self) -> str:
         return "\n".join(self.lines)
 
+    @property
+    def current_engine(self) -> str | None:
+        """What ran the model in this run (``llama-cpp-python``, ``llama-server``, ``openai``)."""
+        if self.current is None or self.current.fingerprint is None:
+            return None
+        return str(self.current.fingerprint.get("engine", "llama-cpp-python"))
+
+    @property
+    def model_identity(self) -> str | None:
+        """``unverified`` when a running server made this result: it cannot prove it serves the
+        pinned file; ``verified`` when the harness loaded the verified file itself."""
+        if self.current is None or self.current.fingerprint is None:
+            return None
+        return str(self.current.fingerprint.get("identity", "verified"))
+
     def to_dict(self) -> dict[str, Any]:
         """The decision as JSON-ready data (the JSON report's ``verdict`` objects)."""
         return {
@@ -231,6 +246,8 @@ class Verdict:
             "reason": self.reason.value,
             "golden": self.golden_path,
             "model": self.model,
+            "engine": self.current_engine,
+            "model_identity": self.model_identity,
             "golden_model": (
                 model_ref(self.golden.model, self.golden.sha256)
                 if self.golden is not None and self.golden.sha256
@@ -253,6 +270,7 @@ class Verdict:
                     "max_gap": self.batched.max_gap,
                     "worst_step": self.batched.worst_step,
                     "problem": self.batched.problem,
+                    "incremental": self.batched.incremental,
                 }
                 if self.batched is not None
                 else None

@@ -104,12 +104,19 @@ def _in_tolerance_mode(
 
 
 def judge(
-    scored: Sequence[ScoredStep], golden_tokens: Sequence[int], *, tolerance: float, path: str
+    scored: Sequence[ScoredStep],
+    golden_tokens: Sequence[int],
+    *,
+    tolerance: float,
+    path: str,
+    incremental: bool = False,
 ) -> BatchedCheck:
     """Rule 4 on the batched pass: every golden token within ``tolerance`` nats of the best."""
     tokens = tuple(golden_tokens)
     if not scored:
-        return BatchedCheck(path, tokens, False, tolerance, 0, 0.0, 0, "nothing was scored")
+        return BatchedCheck(
+            path, tokens, False, tolerance, 0, 0.0, 0, "nothing was scored", incremental
+        )
     worst = max(scored, key=lambda step: step.gap)
     problem = None
     if len(scored) < len(tokens):
@@ -131,4 +138,5 @@ def judge(
         max_gap=worst.gap,
         worst_step=worst.index,
         problem=problem,
+        incremental=incremental,
     )

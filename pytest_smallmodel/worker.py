@@ -29,7 +29,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from pytest_smallmodel.backend import ModelInfo, ModelStats
+from pytest_smallmodel.backend import Capabilities, ModelInfo, ModelStats
 from pytest_smallmodel.crash import CrashDiagnosis, EngineCrash, hints_for, signal_name, split_log
 from pytest_smallmodel.errors import EngineError
 from pytest_smallmodel.fingerprint import cpu_facts
@@ -266,6 +266,8 @@ def probe_runtime(*, timeout: float) -> dict[str, Any]:
 
 class WorkerModel:
     """The pytest side of one loaded model: same calls as ``LlamaRuntime``, run in a worker."""
+
+    capabilities = Capabilities()
 
     def __init__(
         self,

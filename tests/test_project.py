@@ -8,6 +8,7 @@ from pytest_smallmodel.errors import ConfigError
 from pytest_smallmodel.project import (
     TOP_LEVEL_KEYS,
     Options,
+    Serving,
     find_pyproject,
     load_project,
 )
@@ -164,12 +165,40 @@ def test_unknown_top_level_key_lists_valid_ones(tmp_path: Path) -> None:
         ('{ path = "x", embedding = "yes" }', "embedding must be true or false"),
         ("{ path = 3 }", "non-empty string"),
         ('"just a string"', "must be a table"),
+        ('{ path = "x", backend = "vllm" }', "backend = 'vllm' is not a backend"),
+        ('{ path = "x", server = "gpu-box:8080" }', "server must be the server's base URL"),
+        ('{ path = "x", api = "openai" }', "applies to a running server only"),
+        ('{ path = "x", server = "http://h:1", api = "grpc" }', "api = 'grpc' is not an API"),
+        (
+            '{ path = "x", server = "http://h:1", backend = "llama-cpp-python" }',
+            'needs backend = "llama-server"',
+        ),
     ],
 )
 def test_bad_specs(tmp_path: Path, spec: str, expected: str) -> None:
     message = load_error(tmp_path, f"[tool.smallmodel.models]\nm = {spec}\n")
     assert expected in message
     assert "pyproject.toml: [tool.smallmodel.models] m" in message
+
+
+def test_backend_keys_select_how_a_model_is_served(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "[tool.smallmodel.models]\n"
+        'here = { path = "m.gguf" }\n'
+        'managed = { path = "m.gguf", backend = "llama-server" }\n'
+        'remote = { path = "m.gguf", server = "http://gpu-box:8080/" }\n'
+        'openai = { path = "m.gguf", server = "https://gpu-box/llm", api = "openai" }\n',
+    )
+    models = load_project(tmp_path).models
+    assert models["here"].serving == Serving()
+    assert models["managed"].serving == Serving(backend="llama-server")
+    assert models["managed"].serving.managed
+    assert models["remote"].serving == Serving(backend="llama-server", server="http://gpu-box:8080")
+    assert not models["remote"].serving.managed
+    assert models["openai"].serving == Serving(
+        backend="llama-server", server="https://gpu-box/llm", api="openai"
+    )
 
 
 @pytest.mark.parametrize("name", ["Upper", "-dash", "sp ace", "_x", "é"])

