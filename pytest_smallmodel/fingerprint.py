@@ -173,8 +173,13 @@ def differences(
     """Fields that can change tokens and differ: ``(path, recorded, current)``, sorted by path."""
     old = {**IMPLICIT_FIELDS, **flatten(recorded)}
     new = {**IMPLICIT_FIELDS, **flatten(current)}
+    paths = set(old) | set(new)
+    if old["engine"] != new["engine"]:
+        # Another engine records other facts (library hashes, a server's /props): a field only
+        # one of them has is not a difference; the engine change and the shared fields are.
+        paths = (set(old) & set(new)) | {"engine"}
     changed = []
-    for path in sorted(set(old) | set(new)):
+    for path in sorted(paths):
         if path.split(".")[0] in INFORMATIONAL_FIELDS:
             continue
         if old.get(path) != new.get(path):

@@ -43,6 +43,9 @@ from pytest_smallmodel.settings import EngineSettings
 from pytest_smallmodel.worker import WorkerModel
 
 _PORT_ATTEMPTS = 5
+# Added to a final end-of-generation token's logit so that the sampler picks it: far above any
+# logit gap, finite so that llama.cpp's JSON accepts it.
+_FORCING_BIAS = 1.0e6
 
 
 class IdentityMismatch(EngineError):
@@ -143,7 +146,7 @@ class LlamaServerModel:
         self.stats = ModelStats()
         self.remote = server
         self.stats.identity_unverified = server is not None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._crash: CrashDiagnosis | None = None
         self._template_file: Path | None = None
         # The harness's own tokenizer and chat renderer: the pinned file, vocabulary only.
@@ -402,6 +405,7 @@ class LlamaServerModel:
         top_k: int,
         grammar: str | None = None,
         stop: Sequence[str] = (),
+        logit_bias: Sequence[tuple[int, float]] = (),
         timeout: float | None,
     ) -> Mapping[str, Any]:
         body: dict[str, Any] = {
@@ -412,6 +416,8 @@ class LlamaServerModel:
         }
         if grammar is not None:
             body["grammar"] = grammar
+        if logit_bias:
+            body["logit_bias"] = [[token, bias] for token, bias in logit_bias]
         answer = self._call(during, "/completion", body, timeout)
         if not isinstance(answer, dict):
             raise ServerError(f"{self.api.base_url}/completion did not answer a JSON object")
@@ -446,9 +452,11 @@ class LlamaServerModel:
         self._checked_prompts.add(key)
 
     def _server_tokens(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
-        answer = self.api.post(
+        answer = self._call(
+            "tokenize",
             "/tokenize",
             {"content": text, "add_special": add_special, "parse_special": parse_special},
+            None,
         )
         return [int(t) for t in answer.get("tokens", [])]
 
@@ -467,7 +475,9 @@ class LlamaServerModel:
 
     def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> str:
         rendered = self._vocab.render_chat(messages)
-        answer = self.api.post("/apply-template", {"messages": [dict(m) for m in messages]})
+        answer = self._call(
+            "render_chat", "/apply-template", {"messages": [dict(m) for m in messages]}, None
+        )
         served = answer.get("prompt") if isinstance(answer, dict) else None
         if isinstance(served, str) and served != rendered:
             raise EngineError(
@@ -556,15 +566,25 @@ class LlamaServerModel:
         timeout: float | None = None,
     ) -> list[ScoredStep]:
         """Teacher forcing: the server decodes exactly ``tokens`` under a grammar of their ids
-        and reports, per step, the forced token's and the best tokens' logprobs."""
+        and reports, per step, the forced token's and the best tokens' logprobs.
+
+        An end-of-generation token cannot be a grammar terminal (llama.cpp accepts one only once
+        the grammar is complete), so a final end token is forced by a logit bias after the
+        grammar ends. Both act in the sampler only; the logprobs reported are the model's.
+        """
         if not tokens:
             return []
+        forced = list(tokens)
+        bias: list[tuple[int, float]] = []
+        if self.is_end(forced[-1]):
+            bias = [(forced.pop(), _FORCING_BIAS)]
         answer = self._completion(
             "teacher forcing",
             prompt_tokens,
             n_predict=len(tokens),
             top_k=max(top_k, 1),
-            grammar=forcing_grammar(tokens),
+            grammar=forcing_grammar(forced) if forced else None,
+            logit_bias=bias,
             timeout=timeout,
         )
         scored: list[ScoredStep] = []
