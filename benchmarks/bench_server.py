@@ -42,7 +42,10 @@ def main() -> int:
     pool = ModelPool()
     try:
         handles: dict[str, ModelHandle] = {}
-        for label, serving in (("in-process", Serving()), ("llama-server", Serving("llama-server"))):
+        for label, serving in (
+            ("in-process", Serving()),
+            ("llama-server", Serving("llama-server")),
+        ):
             started = time.perf_counter()
             loaded = pool.get(
                 name="smollm2",
@@ -76,7 +79,9 @@ def main() -> int:
                 seconds, tokens = _timed(lambda handle=handle: check(handle, batched=True))
                 samples.setdefault(f"golden check {label}", []).append(seconds / tokens)
         for name, values in samples.items():
-            print(f"{name}: {statistics.median(values) * 1000:.2f} ms/token (median of {len(values)})")
+            print(
+                f"{name}: {statistics.median(values) * 1000:.2f} ms/token (median of {len(values)})"
+            )
         ratio = statistics.median(samples["generate llama-server"]) / statistics.median(
             samples["generate in-process"]
         )

@@ -249,8 +249,13 @@ class LlamaServerModel:
         props = self.api.get("/props")
         if not isinstance(props, dict):
             raise ServerError(f"{self.api.base_url}/props did not answer a JSON object")
-        models = self.api.get("/v1/models")
         meta: Mapping[str, Any] = {}
+        try:
+            models = self.api.get("/v1/models")
+        except ServerError as error:
+            if error.status != 404:  # an older llama-server: the limitation is recorded
+                raise
+            models = None
         if isinstance(models, dict) and models.get("data"):
             meta = models["data"][0].get("meta") or {}
         props = {**props, "_meta": dict(meta)}
@@ -340,6 +345,17 @@ class LlamaServerModel:
             record["backend"] = "CPU" if self.settings.n_gpu_layers == 0 else "GPU"
         else:
             record["server_url"] = self.remote
+        missing = [
+            f"/props has no {key} (an older llama-server): not in the fingerprint"
+            for key in ("build_info", "chat_template", "default_generation_settings")
+            if props.get(key) is None
+        ]
+        if not meta:
+            missing.append(
+                "/v1/models says nothing of the model (an older llama-server): the vocabulary "
+                "size, training context and file type were not checked against the pinned file"
+            )
+        record["limitations"] = [*self.capabilities.limitations, *missing]
         return record
 
     # -- requests -------------------------------------------------------------------------------

@@ -179,6 +179,26 @@ def test_changed_fingerprint_equal_output_passes() -> None:
     assert {c.path for c in verdict.changed} == {"llama_cpp_python", "system_info"}
 
 
+def test_another_engine_is_named_with_the_fields_both_record() -> None:
+    """A golden from the in-process engine checked on llama-server: the engine changed, and of
+    the rest only what both record (here the settings) is compared, not the library hashes
+    one has and the server's /props the other has."""
+    server = {
+        "version": 1,
+        "model": "smollm2",
+        "sha256": SHA,
+        "engine": "llama-server",
+        "server": {"build_info": "b11434"},
+        "settings": {"n_ctx": 4096},
+        "n_threads": 2,
+    }
+    golden = _generation(GOLDEN_STEPS, fingerprint={**FINGERPRINT, "settings": {"n_ctx": 2048}})
+    verdict = check(golden, _generation(GOLDEN_STEPS, fingerprint=server))
+    assert verdict.passed and verdict.outcome is Outcome.IDENTICAL_NEW_FINGERPRINT
+    assert [c.path for c in verdict.changed] == ["engine", "settings.n_ctx"]
+    assert "engine: llama-cpp-python -> llama-server" in verdict.explanation
+
+
 def test_n_threads_alone_is_not_a_fingerprint_change() -> None:
     live = _generation(LIVE_STEPS, fingerprint={**FINGERPRINT, "n_threads": 16})
     assert check(_generation(GOLDEN_STEPS), live).outcome is Outcome.MISMATCH

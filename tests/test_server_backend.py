@@ -274,3 +274,88 @@ def test_an_unreachable_server_names_the_url() -> None:
             chat_template=None,
             server="http://127.0.0.1:9",
         )
+
+
+class _OlderServer:
+    """A loopback proxy in front of the real llama-server that answers like an older one: no
+    build_info in /props, no /v1/models, no completion_probabilities."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.server
+        import json
+        import threading
+        import urllib.request
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _forward(self, body: bytes | None) -> tuple[int, bytes]:
+                request = urllib.request.Request(
+                    upstream + self.path,
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                    method=self.command,
+                )
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    return response.status, response.read()
+
+            def _answer(self, status: int, payload: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self) -> None:
+                if self.path == "/v1/models":
+                    self._answer(404, b'{"error": {"message": "File Not Found"}}')
+                    return
+                status, payload = self._forward(None)
+                if self.path == "/props":
+                    props = json.loads(payload)
+                    props.pop("build_info", None)
+                    payload = json.dumps(props).encode()
+                self._answer(status, payload)
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status, payload = self._forward(body)
+                if self.path == "/completion":
+                    answer = json.loads(payload)
+                    answer.pop("completion_probabilities", None)
+                    payload = json.dumps(answer).encode()
+                self._answer(status, payload)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_older_server_is_a_named_limitation(remote: str) -> None:
+    path = smollm2_path()
+    assert path is not None
+    older = _OlderServer(remote)
+    model = LlamaServerModel(
+        name="smollm2",
+        path=path,
+        sha256=SMOLLM2_SHA256,
+        settings=EngineSettings(),
+        embedding=False,
+        chat_template=None,
+        server=older.url,
+    )
+    try:
+        limitations = "\n".join(model.fingerprint["limitations"])
+        assert "/props has no build_info (an older llama-server)" in limitations
+        assert "/v1/models says nothing of the model" in limitations
+        assert model.fingerprint["server"]["build_info"] is None
+        with pytest.raises(EngineError, match="returned no token probabilities"):
+            ModelHandle(model, model.settings).generate("Hello", max_tokens=4)
+    finally:
+        model.close()
+        older.close()

