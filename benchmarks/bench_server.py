@@ -62,21 +62,24 @@ def main() -> int:
         def generate(handle: ModelHandle) -> int:
             return sum(len(handle.generate(p, max_tokens=args.tokens).tokens) for p in prompts)
 
-        def check(handle: ModelHandle, batched: bool) -> int:
-            total = 0
-            for prompt, golden in goldens.items():
-                method = handle._model.verify if batched else handle._model.score
-                total += len(
-                    method(golden.prompt_tokens, golden.tokens, top_k=5, schema=None, timeout=600)
+        def check(handle: ModelHandle) -> int:
+            """The tolerance-mode check of every golden: ``verify`` (batched in-process, one
+            teacher-forced request on the server)."""
+            return sum(
+                len(
+                    handle._model.verify(
+                        golden.prompt_tokens, golden.tokens, top_k=5, schema=None, timeout=600
+                    )
                 )
-            return total
+                for golden in goldens.values()
+            )
 
         samples: dict[str, list[float]] = {}
         for _ in range(args.repeat):
             for label, handle in handles.items():
                 seconds, tokens = _timed(lambda handle=handle: generate(handle))
                 samples.setdefault(f"generate {label}", []).append(seconds / tokens)
-                seconds, tokens = _timed(lambda handle=handle: check(handle, batched=True))
+                seconds, tokens = _timed(lambda handle=handle: check(handle))
                 samples.setdefault(f"golden check {label}", []).append(seconds / tokens)
         for name, values in samples.items():
             print(

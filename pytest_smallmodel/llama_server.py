@@ -139,6 +139,7 @@ class ManagedServer:
         self.log_path = Path(log_name)
         self._popen: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self._log_offset = 0  # where the current start's output begins
 
     @property
     def pid(self) -> int | None:
@@ -155,6 +156,7 @@ class ManagedServer:
     def start(self, *, port: int, timeout: float) -> None:
         """Start the server on ``port`` and wait until ``/health`` answers 200."""
         self.port = port
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         command = [str(self.binary), *self._with_port(port)]
         # The parent-death signal follows the spawning thread (see worker.py).
         main_thread = threading.current_thread() is threading.main_thread()
@@ -216,7 +218,7 @@ class ManagedServer:
 
     def port_in_use(self) -> bool:
         """Whether the last start failed because another process took the port first."""
-        text = self.log_text()
+        text = self.log_text()[self._log_offset :]
         return "couldn't bind" in text or "Address already in use" in text
 
     def log_text(self) -> str:
