@@ -12,14 +12,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pytest_smallmodel.backend import RepackDecision
+from pytest_smallmodel.backend import Backend, RepackDecision
+from pytest_smallmodel.backends import open_backend
 from pytest_smallmodel.crash import EngineCrash, missing_cpu_features
 from pytest_smallmodel.errors import EngineError, SmallModelError
-from pytest_smallmodel.project import Project
+from pytest_smallmodel.project import Project, Serving
 from pytest_smallmodel.registry import ModelRegistry, ModelUnavailable
 from pytest_smallmodel.runtime import decide_repack
 from pytest_smallmodel.settings import default_threads
-from pytest_smallmodel.worker import WorkerModel, probe_runtime
+from pytest_smallmodel.worker import probe_runtime
 
 PROBE_PROMPT = "The capital of France is"
 PROBE_TOKENS = 8
@@ -36,6 +37,7 @@ class ModelCheck:
     tokens_per_second: float | None = None
     output: str | None = None
     diagnosis: Mapping[str, Any] | None = None
+    engine: str = "llama-cpp-python"  # or "llama-server", "llama-server at URL (api openai)"
 
 
 @dataclass(frozen=True)
@@ -107,19 +109,26 @@ def _check_model(registry: ModelRegistry, name: str) -> ModelCheck:
         status: CheckStatus = "not present" if error.missing else "failed"
         return ModelCheck(name, short, status, str(error))
     spec = registry.project.models.get(name)
-    model: WorkerModel | None = None
+    model: Backend | None = None
+    serving = spec.serving if spec is not None else Serving()
     try:
         settings = registry.settings_for(name, {}, f"doctor ({name})")
         from pytest_smallmodel.chat_template import load_template
 
-        model = WorkerModel(
+        # The model's own backend: a managed llama-server is started, a running one is asked.
+        model = open_backend(
+            serving,
             name=name,
             path=path,
             sha256=locked.sha256,
             settings=settings,
             embedding=bool(spec and spec.embedding),
             chat_template=load_template(registry.project, name, locked.chat_template_file),
+            defer_weights=False,
         )
+        engine = serving.backend
+        if serving.server is not None:
+            engine += f" at {serving.server} (api {serving.api})"
         if model.embedding:
             started = time.perf_counter()
             vector = model.embed(PROBE_PROMPT)
@@ -130,6 +139,7 @@ def _check_model(registry: ModelRegistry, name: str) -> ModelCheck:
                 f"embedding of {len(vector)} dimensions in "
                 f"{(time.perf_counter() - started) * 1000:.0f} ms",
                 load_seconds=model.stats.load_seconds,
+                engine=engine,
             )
         steps, _, timings = model.decode(
             model.tokenize(PROBE_PROMPT), max_tokens=PROBE_TOKENS, stop=(), top_k=1
@@ -142,6 +152,7 @@ def _check_model(registry: ModelRegistry, name: str) -> ModelCheck:
             load_seconds=model.stats.load_seconds,
             tokens_per_second=timings.tokens_per_second,
             output="".join(step.text for step in steps),
+            engine=engine,
         )
     except EngineCrash as crash:
         return ModelCheck(
@@ -184,6 +195,8 @@ def render_text(report: DoctorReport) -> str:
         lines.append("  (none locked)")
     for check in report.models:
         head = f"  {check.name}@{check.short_sha}: {check.status}"
+        if check.engine != "llama-cpp-python":
+            head += f" via {check.engine}"
         if check.status == "ok":
             figures = [f"loaded in {check.load_seconds:.2f}s"] if check.load_seconds else []
             if check.tokens_per_second:

@@ -112,3 +112,22 @@ def test_doctor_reports_a_crashed_worker_with_its_diagnosis(project: Path) -> No
         "with SIGSEGV" in output
     )
     assert output.rstrip().endswith("FAILED: see above")
+
+
+def test_doctor_runs_a_model_on_its_own_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spec with backend = "llama-server": doctor starts the server and decodes through it."""
+    from server_fixtures import require_server
+
+    require_server()
+    monkeypatch.setenv("SMALLMODEL_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "project"
+    root.mkdir()
+    spec = SMOLLM2_SPEC.replace(" }", ', backend = "llama-server" }')
+    (root / "pyproject.toml").write_text(f"[tool.smallmodel.models]\n{spec}\n", encoding="utf-8")
+    assert CliRunner().invoke(main, ["--project", str(root), "lock"]).exit_code == 0
+    result = CliRunner().invoke(main, ["--project", str(root), "doctor"])
+    assert result.exit_code == 0, result.output
+    assert "smollm2@b179c952: ok via llama-server (loaded in " in result.output
+    assert "Paris" in result.output
