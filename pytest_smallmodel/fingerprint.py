@@ -39,7 +39,7 @@ _KERNEL_FLAG_RE = re.compile(
 )
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -114,7 +114,7 @@ def runtime_fingerprint() -> dict[str, Any]:
     system_info = llama_cpp.llama_print_system_info().decode(errors="replace").strip()
     return {
         "llama_cpp_python": llama_cpp.__version__,
-        "libraries": {p.name: _sha256_file(p) for p in _loaded_llama_libraries()},
+        "libraries": {p.name: sha256_file(p) for p in _loaded_llama_libraries()},
         "system_info": system_info,
         "cpu": cpu_facts(),
         "os": platform.system(),

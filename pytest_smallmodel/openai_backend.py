@@ -14,18 +14,17 @@ fingerprint and in drift reports (docs/backends.md):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_smallmodel.backend import Capabilities, ModelInfo, ModelStats
+from pytest_smallmodel.backend import Capabilities
 from pytest_smallmodel.errors import EngineError
 from pytest_smallmodel.fingerprint import FINGERPRINT_VERSION
 from pytest_smallmodel.results import FinishReason, ScoredStep, Step, Timings, TokenLogprob
+from pytest_smallmodel.served import ServedModel, logprob
 from pytest_smallmodel.server_api import ServerAPI, ServerError
 from pytest_smallmodel.settings import EngineSettings
-from pytest_smallmodel.worker import WorkerModel
 
 NO_TEACHER_FORCING = (
     "api = 'openai' cannot teacher-force (the OpenAI API scores no given tokens): a golden "
@@ -38,7 +37,7 @@ class Unsupported(EngineError):
     """The backend's API cannot answer this call (a named limitation, not a failure)."""
 
 
-class OpenAIModel:
+class OpenAIModel(ServedModel):
     """A model behind ``/v1/completions`` and ``/v1/embeddings``; implements ``backend.Backend``."""
 
     engine = "openai"
@@ -57,34 +56,23 @@ class OpenAIModel:
         chat_template: str | None,
         server: str,
     ) -> None:
-        self.name = name
-        self.path = path
-        self.sha256 = sha256
-        self.settings = settings
-        self.embedding = embedding
-        self.stats = ModelStats(identity_unverified=True)
-        self.api = ServerAPI(server, timeout=settings.timeout)
-        self._vocab = WorkerModel(
+        super().__init__(
             name=name,
             path=path,
             sha256=sha256,
             settings=settings,
             embedding=embedding,
             chat_template=chat_template,
-            defer_weights=True,
         )
+        self.stats.identity_unverified = True
+        self.api = ServerAPI(server, timeout=settings.timeout)
         try:
             self._model_id, meta = self._served_model()
         except BaseException:
-            self._vocab.close()
+            self.close()
             raise
-        self.info = ModelInfo(
-            n_vocab=self._vocab.info.n_vocab,
-            bos_text=self._vocab.info.bos_text,
-            eos_text=self._vocab.info.eos_text,
-            add_bos=self._vocab.info.add_bos,
-            chat_template=self._vocab.info.chat_template,
-            fingerprint={
+        self.info = self._model_info(
+            {
                 "version": FINGERPRINT_VERSION,
                 "model": name,
                 "sha256": sha256,
@@ -95,8 +83,7 @@ class OpenAIModel:
                 "server_url": server,
                 "settings": dict(sorted(settings.numeric().items())),
                 "limitations": list(self.capabilities.limitations),
-            },
-            repack=self._vocab.info.repack,
+            }
         )
 
     def _served_model(self) -> tuple[str, dict[str, Any]]:
@@ -125,32 +112,6 @@ class OpenAIModel:
     @property
     def pid(self) -> int | None:
         return None
-
-    @property
-    def fingerprint(self) -> Mapping[str, Any]:
-        return self.info.fingerprint
-
-    @property
-    def n_vocab(self) -> int:
-        return self.info.n_vocab
-
-    def weights_loaded(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._vocab.close()
-
-    def tokenize(self, text: str, *, add_bos: bool = True, special: bool = False) -> list[int]:
-        return self._vocab.tokenize(text, add_bos=add_bos, special=special)
-
-    def detokenize(self, tokens: Sequence[int]) -> str:
-        return self._vocab.detokenize(tokens)
-
-    def is_end(self, token: int) -> bool:
-        return self._vocab.is_end(token)
-
-    def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> str:
-        return self._vocab.render_chat(messages)
 
     def decode(
         self,
@@ -194,11 +155,9 @@ class OpenAIModel:
             ) from None
         steps = self._steps(choice.get("logprobs"), top_k)
         finish: FinishReason = "stop" if choice.get("finish_reason") == "stop" else "length"
-        for index in range(len(steps)):
-            text = self.detokenize([s.token for s in steps[: index + 1]]) if stop else ""
-            if self.is_end(steps[index].token) or any(s in text for s in stop):
-                steps, finish = steps[: index + 1], "stop"
-                break
+        end = self.cut_at_end([s.token for s in steps], stop)
+        if end is not None:
+            steps, finish = steps[:end], "stop"
         usage = answer.get("timings") or {}
         timings = Timings(
             prompt_ms=float(usage.get("prompt_ms", 0.0)),
@@ -221,9 +180,9 @@ class OpenAIModel:
                 Step(
                     int(entry["id"]),
                     str(entry.get("token", "")),
-                    _logprob(entry.get("logprob")),
+                    logprob(entry.get("logprob")),
                     tuple(
-                        TokenLogprob(int(t["id"]), str(t.get("token", "")), _logprob(t["logprob"]))
+                        TokenLogprob(int(t["id"]), str(t.get("token", "")), logprob(t["logprob"]))
                         for t in list(entry.get("top_logprobs") or [])[:top_k]
                     ),
                 )
@@ -240,8 +199,8 @@ class OpenAIModel:
                 Step(
                     self._token_id(str(text)),
                     str(text),
-                    _logprob(value),
-                    tuple(TokenLogprob(self._token_id(t), t, _logprob(v)) for t, v in alternatives),
+                    logprob(value),
+                    tuple(TokenLogprob(self._token_id(t), t, logprob(v)) for t, v in alternatives),
                 )
             )
         return steps
@@ -300,27 +259,15 @@ class OpenAIModel:
         raise Unsupported(f"classify() is not available: {NO_TEACHER_FORCING}")
 
     def embed(self, text: str, *, timeout: float | None = None) -> list[float]:
-        if not self.embedding:
-            raise EngineError(
-                f"model {self.name!r} is not declared as an embedding model: "
-                "add `embedding = true` to its spec in [tool.smallmodel.models]"
-            )
+        self.check_embedding()
         answer = self.api.post(
             "/v1/embeddings",
             {"model": self._model_id, "input": text, "encoding_format": "float"},
             timeout=timeout,
         )
         try:
-            vector = [float(x) for x in answer["data"][0]["embedding"]]
+            return self.finite_embedding(answer["data"][0]["embedding"])
         except (KeyError, IndexError, TypeError, ValueError):
             raise ServerError(
                 f"{self.api.base_url}/v1/embeddings answered no embedding: {str(answer)[:200]}"
             ) from None
-        if not all(math.isfinite(x) for x in vector):
-            raise EngineError(f"model {self.name!r} produced a non-finite embedding")
-        self.stats.calls += 1
-        return vector
-
-
-def _logprob(value: Any) -> float:
-    return -math.inf if value is None else float(value)

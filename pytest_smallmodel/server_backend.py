@@ -17,7 +17,6 @@ lists what differs from the in-process engine.
 from __future__ import annotations
 
 import hashlib
-import math
 import tempfile
 import threading
 import time
@@ -25,10 +24,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_smallmodel.backend import Capabilities, ModelInfo, ModelStats, RepackDecision
+from pytest_smallmodel.backend import Capabilities, RepackDecision
 from pytest_smallmodel.crash import CrashDiagnosis, EngineCrash
 from pytest_smallmodel.errors import EngineError
-from pytest_smallmodel.fingerprint import FINGERPRINT_VERSION, cpu_facts
+from pytest_smallmodel.fingerprint import FINGERPRINT_VERSION, cpu_facts, sha256_file
 from pytest_smallmodel.gguf_info import read_facts
 from pytest_smallmodel.llama_server import (
     ManagedServer,
@@ -38,9 +37,9 @@ from pytest_smallmodel.llama_server import (
     server_arguments,
 )
 from pytest_smallmodel.results import FinishReason, ScoredStep, Step, Timings, TokenLogprob
+from pytest_smallmodel.served import ServedModel, logprob, piece
 from pytest_smallmodel.server_api import ServerAPI, ServerError, ServerUnreachable
 from pytest_smallmodel.settings import EngineSettings
-from pytest_smallmodel.worker import WorkerModel
 
 _PORT_ATTEMPTS = 5
 # Added to a final end-of-generation token's logit so that the sampler picks it: far above any
@@ -92,26 +91,14 @@ def forcing_grammar(tokens: Sequence[int]) -> str:
     return "root ::= " + " ".join(f"<[{int(token)}]>" for token in tokens)
 
 
-def _logprob(value: Any) -> float:
-    # llama-server writes log(0) as null (JSON has no -inf).
-    return -math.inf if value is None else float(value)
-
-
-def _piece(entry: Mapping[str, Any]) -> str:
-    raw = entry.get("bytes")
-    if isinstance(raw, list):
-        return bytes(raw).decode("utf-8", errors="backslashreplace")
-    return str(entry.get("token", ""))
-
-
 def _top(entry: Mapping[str, Any], k: int) -> tuple[TokenLogprob, ...]:
     return tuple(
-        TokenLogprob(int(item["id"]), _piece(item), _logprob(item.get("logprob")))
+        TokenLogprob(int(item["id"]), piece(item), logprob(item.get("logprob")))
         for item in list(entry.get("top_logprobs") or [])[:k]
     )
 
 
-class LlamaServerModel:
+class LlamaServerModel(ServedModel):
     """A model behind llama-server's own API; implements ``backend.Backend``."""
 
     engine = "llama-server"
@@ -138,27 +125,19 @@ class LlamaServerModel:
         chat_template: str | None,
         server: str | None,
     ) -> None:
-        self.name = name
-        self.path = path
-        self.sha256 = sha256
-        self.settings = settings
-        self.embedding = embedding
-        self.stats = ModelStats()
-        self.remote = server
-        self.stats.identity_unverified = server is not None
-        self._lock = threading.RLock()
-        self._crash: CrashDiagnosis | None = None
-        self._template_file: Path | None = None
-        # The harness's own tokenizer and chat renderer: the pinned file, vocabulary only.
-        self._vocab = WorkerModel(
+        super().__init__(
             name=name,
             path=path,
             sha256=sha256,
             settings=settings,
             embedding=embedding,
             chat_template=chat_template,
-            defer_weights=True,
         )
+        self.remote = server
+        self.stats.identity_unverified = server is not None
+        self._lock = threading.RLock()
+        self._crash: CrashDiagnosis | None = None
+        self._template_file: Path | None = None
         self._process: ManagedServer | None = None
         self.repack: RepackDecision = self._vocab.info.repack
         try:
@@ -172,15 +151,7 @@ class LlamaServerModel:
         except BaseException:
             self.close()
             raise
-        self.info = ModelInfo(
-            n_vocab=self._vocab.info.n_vocab,
-            bos_text=self._vocab.info.bos_text,
-            eos_text=self._vocab.info.eos_text,
-            add_bos=self._vocab.info.add_bos,
-            chat_template=self._vocab.info.chat_template,
-            fingerprint=self._fingerprint(),
-            repack=self.repack,
-        )
+        self.info = self._model_info(self._fingerprint())
         self._checked_prompts: set[tuple[str, bool, bool]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -224,21 +195,10 @@ class LlamaServerModel:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
-    @property
-    def fingerprint(self) -> Mapping[str, Any]:
-        return self.info.fingerprint
-
-    @property
-    def n_vocab(self) -> int:
-        return self.info.n_vocab
-
-    def weights_loaded(self) -> bool:
-        return True
-
     def close(self) -> None:
         if self._process is not None:
             self._process.close()
-        self._vocab.close()
+        super().close()
         if self._template_file is not None:
             self._template_file.unlink(missing_ok=True)
 
@@ -338,7 +298,7 @@ class LlamaServerModel:
         }
         if self._process is not None:
             binary = self._process.binary
-            record["binary_sha256"] = _sha256(binary)
+            record["binary_sha256"] = sha256_file(binary)
             record["command"] = _portable_command(self._process.arguments)
             record["repack"] = self.repack.enabled
             record["cpu"] = cpu_facts()
@@ -483,12 +443,6 @@ class LlamaServerModel:
         self._check_prompt(text, tokens, add_bos, special)
         return tokens
 
-    def detokenize(self, tokens: Sequence[int]) -> str:
-        return self._vocab.detokenize(tokens)
-
-    def is_end(self, token: int) -> bool:
-        return self._vocab.is_end(token)
-
     def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> str:
         rendered = self._vocab.render_chat(messages)
         answer = self._call(
@@ -550,17 +504,12 @@ class LlamaServerModel:
             )
             entries = list(answer.get("completion_probabilities") or [])[: len(generated)]
         steps = [
-            Step(int(e["id"]), _piece(e), _logprob(e.get("logprob")), _top(e, top_k))
-            for e in entries
+            Step(int(e["id"]), piece(e), logprob(e.get("logprob")), _top(e, top_k)) for e in entries
         ]
         finish: FinishReason = "length"
-        for index in range(len(steps)):
-            if self.is_end(steps[index].token) or (
-                stop and _hits_stop(self.detokenize([s.token for s in steps[: index + 1]]), stop)
-            ):
-                steps = steps[: index + 1]
-                finish = "stop"
-                break
+        end = self.cut_at_end([s.token for s in steps], stop)
+        if end is not None:
+            steps, finish = steps[:end], "stop"
         timings_raw = answer.get("timings") or {}
         timings = Timings(
             prompt_ms=float(timings_raw.get("prompt_ms", 0.0)),
@@ -608,7 +557,7 @@ class LlamaServerModel:
             if index >= len(tokens) or int(entry["id"]) != int(tokens[index]):
                 break  # the server could not follow the tokens (context full): stop here
             top = _top(entry, top_k)
-            golden = TokenLogprob(int(entry["id"]), _piece(entry), _logprob(entry.get("logprob")))
+            golden = TokenLogprob(int(entry["id"]), piece(entry), logprob(entry.get("logprob")))
             best = top[0] if top else golden
             scored.append(ScoredStep(index=index, golden=golden, best=best, top=top))
         return scored
@@ -655,11 +604,7 @@ class LlamaServerModel:
         ]
 
     def embed(self, text: str, *, timeout: float | None = None) -> list[float]:
-        if not self.embedding:
-            raise EngineError(
-                f"model {self.name!r} is not declared as an embedding model: "
-                "add `embedding = true` to its spec in [tool.smallmodel.models]"
-            )
+        self.check_embedding()
         tokens = self.tokenize(text)
         answer = self._call(
             "embed", "/embedding", {"content": tokens, "embd_normalize": -1}, timeout
@@ -675,29 +620,13 @@ class LlamaServerModel:
             vector = vector[0]
         if not isinstance(vector, list):
             raise ServerError(f"{self.api.base_url}/embedding answered no embedding")
-        values = [float(x) for x in vector]
-        if not all(math.isfinite(x) for x in values):
-            raise EngineError(f"model {self.name!r} produced a non-finite embedding")
-        self.stats.calls += 1
-        return values
-
-
-def _hits_stop(text: str, stop: Sequence[str]) -> bool:
-    return any(s in text for s in stop)
+        return self.finite_embedding(vector)
 
 
 def _schema_grammar(schema: Mapping[str, Any]) -> str:
     from pytest_smallmodel.runtime import schema_grammar
 
     return schema_grammar(schema)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _portable_command(arguments: Sequence[str]) -> list[str]:

@@ -1,0 +1,124 @@
+"""What the backends that reach a model over HTTP share (``server_backend``, ``openai_backend``).
+
+The harness keeps tokenizing and rendering chats itself, from the pinned file loaded
+vocabulary-only in an engine worker (no weights), so a served model's prompts are token for
+token the in-process ones; the server only computes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pytest_smallmodel.backend import ModelInfo, ModelStats
+from pytest_smallmodel.errors import EngineError
+from pytest_smallmodel.settings import EngineSettings
+from pytest_smallmodel.worker import WorkerModel
+
+
+class ServedModel:
+    """The shared half of a served backend: identity, settings, statistics and vocabulary."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        path: Path,
+        sha256: str,
+        settings: EngineSettings,
+        embedding: bool,
+        chat_template: str | None,
+    ) -> None:
+        self.name = name
+        self.path = path
+        self.sha256 = sha256
+        self.settings = settings
+        self.embedding = embedding
+        self.stats = ModelStats()
+        self._vocab = WorkerModel(
+            name=name,
+            path=path,
+            sha256=sha256,
+            settings=settings,
+            embedding=embedding,
+            chat_template=chat_template,
+            defer_weights=True,
+        )
+
+    def _model_info(self, fingerprint: Mapping[str, Any]) -> ModelInfo:
+        vocab = self._vocab.info
+        return ModelInfo(
+            n_vocab=vocab.n_vocab,
+            bos_text=vocab.bos_text,
+            eos_text=vocab.eos_text,
+            add_bos=vocab.add_bos,
+            chat_template=vocab.chat_template,
+            fingerprint=fingerprint,
+            repack=vocab.repack,
+        )
+
+    @property
+    def fingerprint(self) -> Mapping[str, Any]:
+        info: ModelInfo = getattr(self, "info")  # noqa: B009 - set by the subclass once known
+        return info.fingerprint
+
+    @property
+    def n_vocab(self) -> int:
+        return self._vocab.info.n_vocab
+
+    def weights_loaded(self) -> bool:
+        return True  # the server holds them
+
+    def tokenize(self, text: str, *, add_bos: bool = True, special: bool = False) -> list[int]:
+        return self._vocab.tokenize(text, add_bos=add_bos, special=special)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self._vocab.detokenize(tokens)
+
+    def is_end(self, token: int) -> bool:
+        return self._vocab.is_end(token)
+
+    def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> str:
+        return self._vocab.render_chat(messages)
+
+    def cut_at_end(self, tokens: Sequence[int], stop: Sequence[str]) -> int | None:
+        """The length at which the in-process engine would have stopped: after the first end
+        token, or the first token whose text completes a stop string; None: it would not."""
+        for index, token in enumerate(tokens):
+            if self.is_end(token):
+                return index + 1
+            if stop and any(s in self.detokenize(tokens[: index + 1]) for s in stop):
+                return index + 1
+        return None
+
+    def check_embedding(self) -> None:
+        if not self.embedding:
+            raise EngineError(
+                f"model {self.name!r} is not declared as an embedding model: "
+                "add `embedding = true` to its spec in [tool.smallmodel.models]"
+            )
+
+    def finite_embedding(self, vector: Sequence[Any]) -> list[float]:
+        values = [float(x) for x in vector]
+        if not all(math.isfinite(x) for x in values):
+            raise EngineError(f"model {self.name!r} produced a non-finite embedding")
+        self.stats.calls += 1
+        return values
+
+    def close(self) -> None:
+        self._vocab.close()
+
+
+def logprob(value: Any) -> float:
+    """A logprob from JSON: servers write log(0) as null (JSON has no -inf)."""
+    return -math.inf if value is None else float(value)
+
+
+def piece(entry: Mapping[str, Any]) -> str:
+    """A token's text from llama-server's ``bytes`` (exact), else its ``token`` string."""
+    raw = entry.get("bytes")
+    if isinstance(raw, list):
+        return bytes(raw).decode("utf-8", errors="backslashreplace")
+    return str(entry.get("token", ""))
