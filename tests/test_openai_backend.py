@@ -24,8 +24,7 @@ def remote() -> Iterator[str]:
         yield process.url
 
 
-@pytest.fixture(scope="module")
-def openai(pool: ModelPool, remote: str) -> ModelHandle:
+def _served(pool: ModelPool, serving: Serving) -> ModelHandle:
     path = smollm2_path()
     assert path is not None
     loaded = pool.get(
@@ -34,24 +33,19 @@ def openai(pool: ModelPool, remote: str) -> ModelHandle:
         sha256=SMOLLM2_SHA256,
         settings=EngineSettings(),
         embedding=False,
-        serving=Serving(backend="llama-server", server=remote, api="openai"),
+        serving=serving,
     )
     return ModelHandle(loaded, loaded.settings)
+
+
+@pytest.fixture(scope="module")
+def openai(pool: ModelPool, remote: str) -> ModelHandle:
+    return _served(pool, Serving(backend="llama-server", server=remote, api="openai"))
 
 
 @pytest.fixture(scope="module")
 def native(pool: ModelPool, remote: str) -> ModelHandle:
-    path = smollm2_path()
-    assert path is not None
-    loaded = pool.get(
-        name="smollm2",
-        path=path,
-        sha256=SMOLLM2_SHA256,
-        settings=EngineSettings(),
-        embedding=False,
-        serving=Serving(backend="llama-server", server=remote),
-    )
-    return ModelHandle(loaded, loaded.settings)
+    return _served(pool, Serving(backend="llama-server", server=remote))
 
 
 def test_v1_completions_give_the_native_api_tokens_and_logprobs(

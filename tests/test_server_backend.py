@@ -217,6 +217,19 @@ def test_a_call_past_the_timeout_stops_the_server(pool: ModelPool) -> None:
 # -- a running server the harness did not start ---------------------------------------------------
 
 
+def _running(path: Path, url: str) -> LlamaServerModel:
+    """The pinned SmolLM2 as served by the running server at ``url``."""
+    return LlamaServerModel(
+        name="smollm2",
+        path=path,
+        sha256=SMOLLM2_SHA256,
+        settings=EngineSettings(),
+        embedding=False,
+        chat_template=None,
+        server=url,
+    )
+
+
 @pytest.fixture(scope="module")
 def remote() -> Iterator[str]:
     path = smollm2_path()
@@ -250,30 +263,14 @@ def test_a_server_of_another_model_is_named(tmp_path: Path, pool: ModelPool) -> 
         running_server(other) as process,
         pytest.raises(IdentityMismatch, match="file type is Q4_0, the pinned file's"),
     ):
-        LlamaServerModel(
-            name="smollm2",
-            path=source,
-            sha256=SMOLLM2_SHA256,
-            settings=EngineSettings(),
-            embedding=False,
-            chat_template=None,
-            server=process.url,
-        )
+        _running(source, process.url)
 
 
 def test_an_unreachable_server_names_the_url() -> None:
     path = smollm2_path()
     assert path is not None
     with pytest.raises(ServerUnreachable, match=r"http://127.0.0.1:9/props failed"):
-        LlamaServerModel(
-            name="smollm2",
-            path=path,
-            sha256=SMOLLM2_SHA256,
-            settings=EngineSettings(),
-            embedding=False,
-            chat_template=None,
-            server="http://127.0.0.1:9",
-        )
+        _running(path, "http://127.0.0.1:9")
 
 
 class _OlderServer:
@@ -340,15 +337,7 @@ def test_an_older_server_is_a_named_limitation(remote: str) -> None:
     path = smollm2_path()
     assert path is not None
     older = _OlderServer(remote)
-    model = LlamaServerModel(
-        name="smollm2",
-        path=path,
-        sha256=SMOLLM2_SHA256,
-        settings=EngineSettings(),
-        embedding=False,
-        chat_template=None,
-        server=older.url,
-    )
+    model = _running(path, older.url)
     try:
         limitations = "\n".join(model.fingerprint["limitations"])
         assert "/props has no build_info (an older llama-server)" in limitations
