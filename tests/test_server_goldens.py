@@ -147,3 +147,70 @@ def test_a_server_killed_mid_session_fails_one_test_and_leaves_no_process(tmp_pa
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+INTERRUPTED = """
+import pytest
+
+@pytest.mark.model("smollm2")
+def test_interrupted(model):
+    open("pids.txt", "w").write(str(model.worker_pid))
+    raise KeyboardInterrupt
+"""
+
+
+def test_an_interrupted_session_stops_the_server(tmp_path: Path) -> None:
+    require_server()
+    root = _copy_examples(tmp_path, backend="llama-server")
+    shutil.rmtree(root / "examples")
+    (root / "examples").mkdir()
+    (root / "examples" / "test_interrupt.py").write_text(INTERRUPTED)
+    result = _pytest(root)
+    assert result.returncode == 2, result.stdout + result.stderr  # pytest's "interrupted"
+    pid = int((root / "pids.txt").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+HANGING = """
+import time
+import pytest
+
+@pytest.mark.model("smollm2")
+def test_hangs(model):
+    open("pids.txt", "w").write(str(model.worker_pid))
+    time.sleep(120)
+"""
+
+
+def test_a_killed_pytest_leaves_no_server(tmp_path: Path) -> None:
+    """The kernel's parent-death signal: SIGKILL to pytest takes its llama-server with it."""
+    import signal
+    import time
+
+    require_server()
+    root = _copy_examples(tmp_path, backend="llama-server")
+    shutil.rmtree(root / "examples")
+    (root / "examples").mkdir()
+    (root / "examples" / "test_hang.py").write_text(HANGING)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "examples", "-p", "no:cacheprovider", "-q"],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    pids = root / "pids.txt"
+    deadline = time.monotonic() + 60
+    while not (pids.exists() and pids.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    server = int(pids.read_text())
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    for _ in range(50):
+        try:
+            os.kill(server, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    with pytest.raises(ProcessLookupError):
+        os.kill(server, 0)
