@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import pytest
@@ -85,3 +86,26 @@ def test_what_the_api_cannot_do_is_named(openai: ModelHandle) -> None:
         openai.classify("Is the sky blue?", ["yes", "no"])
     # A diverged golden cannot be rated: drift says why instead of a weaker check.
     assert openai._provenance(openai.generate("Hi", max_tokens=2).provenance.request).scorer is None
+
+
+def test_v1_embeddings_point_the_same_way_as_in_process(pool: ModelPool) -> None:
+    path = smollm2_path()
+    assert path is not None
+    settings = EngineSettings(pooling="mean")
+    in_process = pool.get(
+        name="smollm2", path=path, sha256=SMOLLM2_SHA256, settings=settings, embedding=True
+    )
+    here = ModelHandle(in_process, settings).embed("a small language model")
+    with running_server(path, settings=settings, embedding=True) as server:
+        served = pool.get(
+            name="smollm2",
+            path=path,
+            sha256=SMOLLM2_SHA256,
+            settings=settings,
+            embedding=True,
+            serving=Serving(backend="llama-server", server=server.url, api="openai"),
+        )
+        there = ModelHandle(served, settings).embed("a small language model")
+    dot = sum(a * b for a, b in zip(here, there, strict=True))
+    cosine = dot / math.sqrt(sum(a * a for a in here) * sum(b * b for b in there))
+    assert cosine > 0.999  # /v1/embeddings normalises; cosine does not care
