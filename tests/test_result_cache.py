@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -11,32 +13,90 @@ from real_model import SMOLLM2_DISTRIBUTION, SMOLLM2_FILE, smollm2_path
 
 from pytest_smallmodel.cli import main as smallmodel_cli
 from pytest_smallmodel.errors import ConfigError
-from pytest_smallmodel.result_cache import ResultCache, cache_key
+from pytest_smallmodel.result_cache import (
+    ResultCache,
+    cache_key,
+    lookup_record,
+    stored_request,
+    with_request,
+)
+from pytest_smallmodel.results import Request
 
-REQUEST = {"kind": "generate", "prompt": "hi", "prompt_tokens": [1, 2], "settings": {"n_ctx": 8}}
+REQUEST = {"kind": "generate", "prompt": "hi", "settings": {"n_ctx": 8}, "max_tokens": 4}
 FINGERPRINT = {"sha256": "a" * 64, "system_info": "AVX2 = 1", "backend": "CPU", "n_threads": 2}
+SOFTWARE = {"jinja2": "3.1.6", "pytest_smallmodel": "0.1.0"}
 
 
 def key(
     request: dict[str, object] | None = None,
     fingerprint: dict[str, object] | None = None,
     top_logprobs: int = 5,
+    **other: Any,
 ) -> str:
     return cache_key(
         request={**REQUEST, **(request or {})},
         fingerprint={**FINGERPRINT, **(fingerprint or {})},
         top_logprobs=top_logprobs,
+        **{"software": SOFTWARE, **other},
     )
 
 
 def test_key_changes_with_every_input_but_threads() -> None:
     base = key()
-    assert key(request={"prompt_tokens": [1, 3]}) != base
+    assert key(request={"prompt": "hi!"}) != base
+    assert key(request={"kind": "chat", "messages": [{"role": "user", "content": "hi"}]}) != base
     assert key(request={"settings": {"n_ctx": 16}}) != base
+    assert key(request={"max_tokens": 5}) != base
+    assert key(request={"stop": ["\\n"]}) != base
     assert key(fingerprint={"system_info": "AVX512 = 1"}) != base
-    assert key(fingerprint={"sha256": "b" * 64}) != base
+    assert key(fingerprint={"llama_cpp_python": "0.3.37"}) != base  # its tokenizer and chat code
+    assert key(fingerprint={"sha256": "b" * 64}) != base  # the vocabulary and embedded template
     assert key(top_logprobs=3) != base
+    assert key(chat_template="{{ messages }}") != base  # a template file named in the spec
+    assert key(embedding=True) != base
+    assert key(software={**SOFTWARE, "jinja2": "3.2.0"}) != base  # renders chat templates
+    assert key(software={**SOFTWARE, "pytest_smallmodel": "0.2.0"}) != base
     assert key(fingerprint={"n_threads": 8}) == base  # measured not to change tokens
+
+
+def test_keys_need_no_token_ids() -> None:
+    request = Request(
+        kind="chat",
+        prompt="<|im_start|>user\\nhi<|im_end|>\\n",
+        prompt_tokens=(1, 2, 3),
+        settings={"n_ctx": 8},
+        max_tokens=4,
+        messages=({"role": "user", "content": "hi"},),
+    )
+    # What tokenizing and rendering derive is left out: a lookup needs no tokenizer.
+    record = lookup_record(request)
+    assert "prompt_tokens" not in record and "prompt" not in record
+    assert record["messages"] == [{"role": "user", "content": "hi"}]
+    assert lookup_record(replace(request, messages=None, kind="generate"))["prompt"] == (
+        request.prompt
+    )
+    # The entry stores them, and a lookup completes the request with them.
+    entry = with_request({"text": "x"}, request)
+    source = replace(request, prompt="", prompt_tokens=())
+    assert stored_request(source, entry) == request
+    with pytest.raises(TypeError):
+        stored_request(source, {**entry, "prompt_tokens": ["1"]})
+
+
+def test_runtime_facts_are_kept_under_the_installation_stamp(tmp_path: Path) -> None:
+    cache = ResultCache(tmp_path)
+    assert cache.known_runtime() is None
+    runtime = {"system_info": "AVX2 = 1", "gpu_offload_supported": False, "cpu": {"flags": []}}
+    cache.remember_runtime(runtime)
+    assert cache.known_runtime() == runtime
+    assert ResultCache(tmp_path).known_runtime() == runtime  # a later session reads them
+    # Another installation (here: another interpreter) has another stamp: its facts are unknown.
+    other = ResultCache(tmp_path)
+    other.__dict__["_stamp"] = {**other._stamp, "python": ["/elsewhere/python", "3.99"]}
+    assert other.known_runtime() is None
+    # A build that can offload to a GPU finds its devices at run time: only a worker can say.
+    cache.remember_runtime({**runtime, "gpu_offload_supported": True})
+    assert ResultCache(tmp_path).known_runtime() is None
 
 
 def test_corrupt_or_foreign_entries_read_as_missing(tmp_path: Path) -> None:
@@ -126,3 +186,17 @@ def test_rerun_with_cache_returns_identical_results_without_decoding(
     _, recomputed = run("recomputed", "--smallmodel-cache")
     assert without_flag(recomputed) == without_flag(uncached)
     assert not any(r["cached"] for r in recomputed.values())
+
+    # A changed prompt and a changed setting miss; the unchanged test is still served.
+    pytester.makepyfile(
+        SUITE.replace('"Name a city:"', '"Name a river:"').replace(
+            '@pytest.mark.model("smollm2")\ndef test_other_kinds',
+            '@pytest.mark.model("smollm2", n_ctx=1024)\ndef test_other_kinds',
+        )
+    )
+    _, changed = run("changed", "--smallmodel-cache")
+    assert {name: r["cached"] for name, r in changed.items()} == {
+        "Name a fruit:": True,
+        "Name a river:": False,
+        "other": False,
+    }
