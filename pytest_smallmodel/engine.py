@@ -14,8 +14,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-import jsonschema
-
 from pytest_smallmodel.backend import Backend
 from pytest_smallmodel.errors import EngineError
 from pytest_smallmodel.records import GoldenRecord
@@ -390,6 +388,8 @@ class ModelHandle:
                 f"finish_reason={generation.finish_reason}, raise max_tokens if 'length'):\n"
                 f"{generation.text}"
             ) from None
+        import jsonschema  # imported on use: most sessions never extract
+
         validator = jsonschema.Draft202012Validator(dict(schema))
         errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
         if errors:
@@ -556,6 +556,8 @@ def _check_schema(schema: Mapping[str, Any]) -> None:
         raise EngineError(
             f"the schema must be a JSON Schema object (dict), got {type(schema).__name__}"
         )
+    import jsonschema
+
     try:
         jsonschema.Draft202012Validator.check_schema(dict(schema))
     except jsonschema.SchemaError as error:

@@ -111,6 +111,7 @@ class ResultCache:
     def __init__(self, root: Path, *, allow_gpu: bool = False) -> None:
         self.root = root
         self.allow_gpu = allow_gpu
+        self._known: tuple[dict[str, Any] | None] | None = None  # known_runtime(), once read
 
     def check_backend(self, fingerprint: Mapping[str, Any]) -> None:
         backend = fingerprint.get("backend", "CPU")
@@ -138,6 +139,11 @@ class ResultCache:
         None also for builds that can offload to a GPU: which devices they find is not a
         property of the installed files, so only a worker can say.
         """
+        if self._known is None:
+            self._known = (self._read_runtime(),)
+        return self._known[0]
+
+    def _read_runtime(self) -> dict[str, Any] | None:
         try:
             stored = json.loads(self._runtime_path().read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -152,6 +158,7 @@ class ResultCache:
     def remember_runtime(self, runtime: Mapping[str, Any]) -> None:
         """Keep a worker's runtime facts for later sessions (best effort: a full disk only costs
         the next rerun a worker start)."""
+        self._known = None  # read again on the next lookup
         text = json.dumps({"stamp": self._stamp, "runtime": dict(runtime)}, sort_keys=True)
         try:
             path = self._runtime_path()

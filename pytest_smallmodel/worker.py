@@ -294,6 +294,7 @@ class WorkerModel:
         self._known_runtime = runtime
         self._on_runtime = on_runtime
         self._info: ModelInfo | None = None
+        self._predicted: Mapping[str, Any] | None = None
         self._load_kwargs: dict[str, Any] = {
             "name": name,
             "path": path,
@@ -332,19 +333,23 @@ class WorkerModel:
     @property
     def fingerprint(self) -> Mapping[str, Any]:
         if self._info is None and self._known_runtime is not None:
-            # What the worker's LlamaRuntime would compute from the same facts and settings.
-            runtime = self._known_runtime
-            return model_fingerprint(
-                model=self.name,
-                sha256=self.sha256,
-                numeric_settings=self.settings.numeric(),
-                n_threads=self.settings.threads(),
-                repack=decide_repack(
-                    self.settings.repack, runtime["system_info"], runtime["cpu"]["flags"]
-                ).enabled,
-                runtime=runtime,
-            )
+            if self._predicted is None:
+                self._predicted = self._predict_fingerprint(self._known_runtime)
+            return self._predicted
         return self.info.fingerprint
+
+    def _predict_fingerprint(self, runtime: Mapping[str, Any]) -> Mapping[str, Any]:
+        """What the worker's LlamaRuntime computes from the same runtime facts and settings."""
+        return model_fingerprint(
+            model=self.name,
+            sha256=self.sha256,
+            numeric_settings=self.settings.numeric(),
+            n_threads=self.settings.threads(),
+            repack=decide_repack(
+                self.settings.repack, runtime["system_info"], runtime["cpu"]["flags"]
+            ).enabled,
+            runtime=runtime,
+        )
 
     @property
     def n_vocab(self) -> int:

