@@ -229,7 +229,7 @@ class ModelHandle:
         key = self._cache_key(source)
 
         def from_cache(payload: dict[str, Any]) -> Generation:
-            request = stored_request(source, payload)
+            request = self._stored_request(source, payload, prompt_or_messages)
             stored = StoredGeneration.from_payload(payload)
             return Generation(
                 stored.text,
@@ -357,7 +357,24 @@ class ModelHandle:
 
     def _store(self, key: str | None, request: Request, payload: Mapping[str, Any]) -> None:
         if key is not None and self._cache is not None:
-            self._cache.put(key, with_request(payload, request))
+            # A chat template that calls strftime_now renders another prompt on another day:
+            # such an entry is served only after rendering the messages again (see below).
+            dated = request.messages is not None and "strftime_now" in (
+                self._model.info.chat_template or ""
+            )
+            self._cache.put(key, with_request(payload, request, dated=dated))
+
+    def _stored_request(
+        self, source: Request, payload: Mapping[str, Any], prompt_or_messages: PromptOrMessages
+    ) -> Request:
+        """The request of a cache entry; an entry whose prompt depends on the date counts only
+        if the template renders the same prompt today (which needs the worker's vocabulary)."""
+        request = stored_request(source, payload)
+        if payload.get("dated"):
+            prompt, tokens, _ = self._prompt(prompt_or_messages)
+            if prompt != request.prompt or tuple(tokens) != request.prompt_tokens:
+                raise ValueError("the chat template renders another prompt today")
+        return request
 
     def generate(
         self, prompt: str, *, max_tokens: int, stop: str | Sequence[str] | None = None
@@ -430,7 +447,7 @@ class ModelHandle:
         key = self._cache_key(source)
 
         def from_cache(payload: dict[str, Any]) -> Label:
-            request = stored_request(source, payload)
+            request = self._stored_request(source, payload, prompt_or_messages)
             stored = StoredLabel.from_payload(payload, labels)
             return Label(
                 stored.label, logprobs=stored.logprobs, provenance=self._provenance(request)

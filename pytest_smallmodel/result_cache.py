@@ -100,9 +100,18 @@ def stored_request(source: Request, payload: Mapping[str, Any]) -> Request:
     return replace(source, prompt=prompt, prompt_tokens=tuple(tokens))
 
 
-def with_request(payload: Mapping[str, Any], request: Request) -> dict[str, Any]:
-    """An entry: the result's payload plus the rendered prompt and token ids of its request."""
-    return {**payload, "prompt": request.prompt, "prompt_tokens": list(request.prompt_tokens)}
+def with_request(
+    payload: Mapping[str, Any], request: Request, *, dated: bool = False
+) -> dict[str, Any]:
+    """An entry: the result's payload plus the rendered prompt and token ids of its request.
+
+    ``dated``: the chat template calls ``strftime_now``, so the rendered prompt (which the key
+    does not hold) can change by date; such an entry is used only after rendering it again.
+    """
+    entry = {**payload, "prompt": request.prompt, "prompt_tokens": list(request.prompt_tokens)}
+    if dated:
+        entry["dated"] = True
+    return entry
 
 
 class ResultCache:

