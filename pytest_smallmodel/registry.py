@@ -88,7 +88,9 @@ class ModelRegistry:
                     f"{self.project.lock_path} does not exist: run `smallmodel lock` to pin the "
                     "models declared in [tool.smallmodel.models]"
                 )
-            self._lock = read_lock(self.project.lock_path)
+            self._lock = read_lock(
+                self.project.lock_path, validated_dir=self.project.cache_dir / "validated"
+            )
         return self._lock
 
     def resolve(self, reference: ModelReference) -> LockedModel:
