@@ -136,7 +136,8 @@ class ModelHandle:
     @property
     def worker_pid(self) -> int | None:
         """The process id of the engine worker running this model (None between a crash and
-        the next call, which starts a fresh worker)."""
+        the next call, which starts a fresh worker, and, with the result cache, until the first
+        call that the cache cannot answer)."""
         return self._model.pid
 
     # -- prompts ------------------------------------------------------------------------------
