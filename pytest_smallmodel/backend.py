@@ -54,6 +54,7 @@ class ModelStats:
     """Per-model figures for the terminal summary."""
 
     load_seconds: float = 0.0
+    worker_starts: int = 0  # none when every result of the session came from the result cache
     worker_start_seconds: float = 0.0
     calls: int = 0
     cached_calls: int = 0
@@ -80,9 +81,12 @@ class Backend(Protocol):
     sha256: str
     settings: EngineSettings
     embedding: bool
+    chat_template: str | None  # the template text named in the model's spec; None: the GGUF's
     stats: ModelStats
-    info: ModelInfo
     capabilities: Capabilities
+
+    @property
+    def info(self) -> ModelInfo: ...
 
     @property
     def fingerprint(self) -> Mapping[str, Any]: ...

@@ -6,8 +6,9 @@ docs/backends.md describes the backends; each lives in its own module and implem
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from pytest_smallmodel.backend import Backend
 from pytest_smallmodel.project import Serving
@@ -25,14 +26,17 @@ def _worker(serving: Serving, **kwargs: object) -> Backend:
 def _llama_server(serving: Serving, **kwargs: object) -> Backend:
     from pytest_smallmodel.server_backend import LlamaServerModel
 
-    kwargs.pop("defer_weights", None)  # a server loads its weights when it starts
+    # A server loads its weights when it starts, and its fingerprint comes from it.
+    for worker_only in ("defer_weights", "runtime", "on_runtime"):
+        kwargs.pop(worker_only, None)
     return LlamaServerModel(server=serving.server, **kwargs)  # type: ignore[arg-type]
 
 
 def _openai(serving: Serving, **kwargs: object) -> Backend:
     from pytest_smallmodel.openai_backend import OpenAIModel
 
-    kwargs.pop("defer_weights", None)
+    for worker_only in ("defer_weights", "runtime", "on_runtime"):
+        kwargs.pop(worker_only, None)
     assert serving.server is not None  # project.py: api needs server
     return OpenAIModel(server=serving.server, **kwargs)  # type: ignore[arg-type]
 
@@ -54,6 +58,8 @@ def open_backend(
     embedding: bool,
     chat_template: str | None,
     defer_weights: bool,
+    runtime: Mapping[str, Any] | None = None,
+    on_runtime: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> Backend:
     """Start the backend ``serving`` names for one verified model file and its settings."""
     opener = _OPENERS[(serving.backend, serving.api)]
@@ -66,4 +72,6 @@ def open_backend(
         embedding=embedding,
         chat_template=chat_template,
         defer_weights=defer_weights,
+        runtime=runtime,
+        on_runtime=on_runtime,
     )

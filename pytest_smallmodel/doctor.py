@@ -16,9 +16,9 @@ from pytest_smallmodel.backend import Backend, RepackDecision
 from pytest_smallmodel.backends import open_backend
 from pytest_smallmodel.crash import EngineCrash, missing_cpu_features
 from pytest_smallmodel.errors import EngineError, SmallModelError
+from pytest_smallmodel.fingerprint import decide_repack
 from pytest_smallmodel.project import Project, Serving
 from pytest_smallmodel.registry import ModelRegistry, ModelUnavailable
-from pytest_smallmodel.runtime import decide_repack
 from pytest_smallmodel.settings import default_threads
 from pytest_smallmodel.worker import probe_runtime
 

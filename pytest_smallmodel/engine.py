@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import numbers
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
-
-import jsonschema
 
 from pytest_smallmodel.backend import Backend
 from pytest_smallmodel.backends import open_backend
@@ -26,8 +24,11 @@ from pytest_smallmodel.result_cache import (
     StoredGeneration,
     StoredLabel,
     cache_key,
+    lookup_record,
+    stored_request,
     stored_vector,
     vector_payload,
+    with_request,
 )
 from pytest_smallmodel.results import (
     BatchedCheck,
@@ -78,7 +79,11 @@ class ModelPool:
         chat_template: str | None = None,
         defer_weights: bool = False,
         serving: Serving | None = None,
+        runtime: Mapping[str, Any] | None = None,
+        on_runtime: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> Backend:
+        """The loaded model for these arguments (``runtime``, ``on_runtime``: see
+        ``WorkerModel``; the result cache passes them so that cached reruns start no worker)."""
         serving = serving or Serving()
         key = (sha256, settings.load_key(), embedding, chat_template, serving)
         model = self._models.get(key)
@@ -92,6 +97,8 @@ class ModelPool:
                 embedding=embedding,
                 chat_template=chat_template,
                 defer_weights=defer_weights,
+                runtime=runtime,
+                on_runtime=on_runtime,
             )
             self._models[key] = model
         return model
@@ -133,7 +140,8 @@ class ModelHandle:
     @property
     def worker_pid(self) -> int | None:
         """The process id of the engine worker running this model (None between a crash and
-        the next call, which starts a fresh worker)."""
+        the next call, which starts a fresh worker, and, with the result cache, until the first
+        call that the cache cannot answer)."""
         return self._model.pid
 
     # -- prompts ------------------------------------------------------------------------------
@@ -163,23 +171,7 @@ class ModelHandle:
         return self._model.detokenize([int(token) for token in tokens])
 
     def render_chat(self, messages: Messages) -> str:
-        if not isinstance(messages, Sequence):
-            raise EngineError(
-                "expected a prompt string or a list of chat messages, got "
-                f"{type(messages).__name__}"
-            )
-        if not messages:
-            raise EngineError("chat() needs at least one message")
-        for index, message in enumerate(messages):
-            if (
-                not isinstance(message, Mapping)
-                or "role" not in message
-                or "content" not in message
-            ):
-                raise EngineError(
-                    f"chat message {index} must be a mapping with 'role' and 'content', "
-                    f"got {message!r}"
-                )
+        _check_messages(messages)
         return self._model.render_chat(messages)
 
     def _prompt(
@@ -226,20 +218,23 @@ class ModelHandle:
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens <= 0:
             raise EngineError(f"max_tokens must be a positive integer, got {max_tokens!r}")
         stops = _check_stop(stop)
-        prompt, tokens, messages = self._prompt(prompt_or_messages)
-        request = Request(
+        messages = _source_messages(prompt_or_messages)
+        # The request as the test made it; tokens (and a chat's rendered prompt) come from the
+        # result cache's entry or, on a miss, from the model.
+        source = Request(
             kind=kind,  # type: ignore[arg-type]
-            prompt=prompt,
-            prompt_tokens=tuple(tokens),
+            prompt=prompt_or_messages if isinstance(prompt_or_messages, str) else "",
+            prompt_tokens=(),
             settings=self.settings.numeric(),
             max_tokens=max_tokens,
             stop=stops,
-            messages=tuple(dict(m) for m in messages) if messages is not None else None,
+            messages=messages,
             schema=schema,
         )
-        key = self._cache_key(request)
+        key = self._cache_key(source)
 
         def from_cache(payload: dict[str, Any]) -> Generation:
+            request = self._stored_request(source, payload, prompt_or_messages)
             stored = StoredGeneration.from_payload(payload)
             return Generation(
                 stored.text,
@@ -254,6 +249,8 @@ class ModelHandle:
         cached = self._cached(key, from_cache)
         if cached is not None:
             return cached
+        prompt, tokens, _ = self._prompt(prompt_or_messages)
+        request = replace(source, prompt=prompt, prompt_tokens=tuple(tokens))
         verification = self._tolerance_check(request)
         check = verification[0] if verification is not None else None
         if verification is not None and verification[0].passed:
@@ -268,7 +265,7 @@ class ModelHandle:
         )
         ids = [s.token for s in steps]
         text = self._text(ids, finish, stops)
-        self._store(key, StoredGeneration(text, finish, steps).payload())
+        self._store(key, request, StoredGeneration(text, finish, steps).payload())
         return Generation(
             text,
             tokens=ids,
@@ -346,13 +343,16 @@ class ModelHandle:
 
     # -- result cache ---------------------------------------------------------------------------
 
-    def _cache_key(self, request: Request) -> str | None:
+    def _cache_key(self, source: Request) -> str | None:
+        """The result cache's key for a request as the test made it (no tokenizing needed)."""
         if self._cache is None:
             return None
         return cache_key(
-            request=request.as_record(),
+            request=lookup_record(source),
             fingerprint=self._model.fingerprint,
             top_logprobs=self.settings.top_logprobs,
+            chat_template=self._model.chat_template,
+            embedding=self._model.embedding,
         )
 
     def _cached(self, key: str | None, parse: Callable[[dict[str, Any]], _T]) -> _T | None:
@@ -370,9 +370,26 @@ class ModelHandle:
         self._model.stats.cached_calls += 1
         return result
 
-    def _store(self, key: str | None, payload: Mapping[str, Any]) -> None:
+    def _store(self, key: str | None, request: Request, payload: Mapping[str, Any]) -> None:
         if key is not None and self._cache is not None:
-            self._cache.put(key, payload)
+            # A chat template that calls strftime_now renders another prompt on another day:
+            # such an entry is served only after rendering the messages again (see below).
+            dated = request.messages is not None and "strftime_now" in (
+                self._model.info.chat_template or ""
+            )
+            self._cache.put(key, with_request(payload, request, dated=dated))
+
+    def _stored_request(
+        self, source: Request, payload: Mapping[str, Any], prompt_or_messages: PromptOrMessages
+    ) -> Request:
+        """The request of a cache entry; an entry whose prompt depends on the date counts only
+        if the template renders the same prompt today (which needs the worker's vocabulary)."""
+        request = stored_request(source, payload)
+        if payload.get("dated"):
+            prompt, tokens, _ = self._prompt(prompt_or_messages)
+            if prompt != request.prompt or tuple(tokens) != request.prompt_tokens:
+                raise ValueError("the chat template renders another prompt today")
+        return request
 
     def generate(
         self, prompt: str, *, max_tokens: int, stop: str | Sequence[str] | None = None
@@ -403,6 +420,8 @@ class ModelHandle:
                 f"finish_reason={generation.finish_reason}, raise max_tokens if 'length'):\n"
                 f"{generation.text}"
             ) from None
+        import jsonschema  # imported on use: most sessions never extract
+
         validator = jsonschema.Draft202012Validator(dict(schema))
         errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
         if errors:
@@ -432,7 +451,28 @@ class ModelHandle:
         labels = tuple(labels)
         if len(set(labels)) != len(labels) or any(not isinstance(x, str) or not x for x in labels):
             raise EngineError(f"labels must be distinct non-empty strings, got {list(labels)!r}")
-        prompt, tokens, messages = self._prompt(prompt_or_messages)
+        source = Request(
+            kind="classify",
+            prompt=prompt_or_messages if isinstance(prompt_or_messages, str) else "",
+            prompt_tokens=(),
+            settings=self.settings.numeric(),
+            messages=_source_messages(prompt_or_messages),
+            labels=labels,
+        )
+        key = self._cache_key(source)
+
+        def from_cache(payload: dict[str, Any]) -> Label:
+            request = self._stored_request(source, payload, prompt_or_messages)
+            stored = StoredLabel.from_payload(payload, labels)
+            return Label(
+                stored.label, logprobs=stored.logprobs, provenance=self._provenance(request)
+            )
+
+        cached = self._cached(key, from_cache)
+        if cached is not None:
+            return cached
+        prompt, tokens, _ = self._prompt(prompt_or_messages)
+        request = replace(source, prompt=prompt, prompt_tokens=tuple(tokens))
         label_tokens = {
             label: self._model.tokenize(label, add_bos=False, special=False) for label in labels
         }
@@ -445,25 +485,6 @@ class ModelHandle:
                     f"n_ctx={self.settings.n_ctx}: shorten the prompt or raise n_ctx "
                     "(in [tool.smallmodel.settings], the model's spec, or the marker)"
                 )
-        request = Request(
-            kind="classify",
-            prompt=prompt,
-            prompt_tokens=tuple(tokens),
-            settings=self.settings.numeric(),
-            messages=tuple(dict(m) for m in messages) if messages is not None else None,
-            labels=labels,
-        )
-        key = self._cache_key(request)
-
-        def from_cache(payload: dict[str, Any]) -> Label:
-            stored = StoredLabel.from_payload(payload, labels)
-            return Label(
-                stored.label, logprobs=stored.logprobs, provenance=self._provenance(request)
-            )
-
-        cached = self._cached(key, from_cache)
-        if cached is not None:
-            return cached
         # One prompt evaluation for all labels: each label is scored from a saved copy of the
         # prompt's state, with the numbers continuation_logprob gives (tests/test_verify.py).
         scores = self._model.label_logprobs(
@@ -473,11 +494,27 @@ class ModelHandle:
         self._model.stats.calls += 1  # scoring generates no tokens: it stays out of tokens/s
         # max() keeps the first of equal scores: the order the test gave wins a tie.
         chosen = max(labels, key=lambda label: logprobs[label])
-        self._store(key, StoredLabel(chosen, logprobs).payload())
+        self._store(key, request, StoredLabel(chosen, logprobs).payload())
         return Label(chosen, logprobs=logprobs, provenance=self._provenance(request))
 
     def embed(self, text: str) -> Embedding:
         _check_text("embed", text)
+        source = Request(
+            kind="embed",
+            prompt=text,
+            prompt_tokens=(),
+            settings={**self.settings.numeric(), "pooling": self.settings.pooling},
+        )
+        key = self._cache_key(source)
+
+        def from_cache(payload: dict[str, Any]) -> Embedding:
+            vector = Embedding(stored_vector(payload))
+            vector.provenance = self._provenance(stored_request(source, payload))
+            return vector
+
+        cached = self._cached(key, from_cache)
+        if cached is not None:
+            return cached
         tokens = self.tokenize(text)
         # An embedding evaluates the whole text in one batch (llama-cpp-python refuses more than
         # n_batch; encoder models abort the process beyond n_ubatch), within the context.
@@ -494,22 +531,34 @@ class ModelHandle:
                 "raise n_ctx, n_batch and n_ubatch (in [tool.smallmodel.settings], the model's "
                 "spec, or the marker)"
             )
-        request = Request(
-            kind="embed",
-            prompt=text,
-            prompt_tokens=tuple(tokens),
-            settings={**self.settings.numeric(), "pooling": self.settings.pooling},
-        )
-        key = self._cache_key(request)
-        cached = self._cached(key, stored_vector)
-        if cached is not None:
-            vector = Embedding(cached)
-        else:
-            vector = Embedding(self._model.embed(text, timeout=self.settings.timeout))
-            self._model.stats.calls += 1
-            self._store(key, vector_payload(vector))
+        request = replace(source, prompt_tokens=tuple(tokens))
+        vector = Embedding(self._model.embed(text, timeout=self.settings.timeout))
+        self._model.stats.calls += 1
+        self._store(key, request, vector_payload(vector))
         vector.provenance = self._provenance(request)
         return vector
+
+
+def _source_messages(prompt_or_messages: PromptOrMessages) -> tuple[dict[str, Any], ...] | None:
+    """The chat messages of a request (checked), or None for a prompt string."""
+    if isinstance(prompt_or_messages, str):
+        return None
+    _check_messages(prompt_or_messages)
+    return tuple(dict(m) for m in prompt_or_messages)
+
+
+def _check_messages(messages: object) -> None:
+    if not isinstance(messages, Sequence):
+        raise EngineError(
+            f"expected a prompt string or a list of chat messages, got {type(messages).__name__}"
+        )
+    if not messages:
+        raise EngineError("chat() needs at least one message")
+    for index, message in enumerate(messages):
+        if not isinstance(message, Mapping) or "role" not in message or "content" not in message:
+            raise EngineError(
+                f"chat message {index} must be a mapping with 'role' and 'content', got {message!r}"
+            )
 
 
 def _check_text(method: str, text: object) -> None:
@@ -539,6 +588,8 @@ def _check_schema(schema: Mapping[str, Any]) -> None:
         raise EngineError(
             f"the schema must be a JSON Schema object (dict), got {type(schema).__name__}"
         )
+    import jsonschema
+
     try:
         jsonschema.Draft202012Validator.check_schema(dict(schema))
     except jsonschema.SchemaError as error:

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
+import os
 import platform
 import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_smallmodel import __version__
+from pytest_smallmodel.backend import RepackDecision
 from pytest_smallmodel.settings import IMPLICIT_SETTINGS
 
 FINGERPRINT_VERSION = 1
@@ -125,6 +130,84 @@ def runtime_fingerprint() -> dict[str, Any]:
     }
 
 
+def runtime_stamp() -> dict[str, Any]:
+    """What ``runtime_fingerprint`` depends on, read without importing llama_cpp: the interpreter,
+    this package's version, the identity (size, mtime, inode) of llama_cpp's modules and shared
+    libraries, the environment variables that steer library loading, and the CPU.
+
+    The result cache keeps the runtime facts of the last engine worker under this stamp
+    (``ResultCache.known_runtime``), so an unchanged rerun builds its keys without starting a
+    worker; the trust placed in file identities is the one the model-file stat cache makes.
+    """
+    spec = importlib.util.find_spec("llama_cpp")  # finds the package without executing it
+    package = Path(spec.origin).parent if spec is not None and spec.origin else None
+    files: dict[str, list[int]] = {}
+    directories = [package] if package is not None else []
+    library_path = os.environ.get("LLAMA_CPP_LIB_PATH")
+    if library_path:
+        directories.append(Path(library_path))
+    elif package is not None:
+        directories.append(package / "lib")
+    for directory in directories:
+        try:
+            entries = sorted(directory.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                info = entry.stat()
+            except OSError:
+                continue
+            if entry.is_file():
+                files[str(entry)] = [info.st_size, info.st_mtime_ns, info.st_ino, info.st_dev]
+    environment = {
+        key: value
+        for key, value in sorted(os.environ.items())
+        if key.startswith(("GGML_", "LLAMA_", "CUDA_", "HIP_", "ROCR_", "VK_"))
+        or key in ("LD_LIBRARY_PATH", "LD_PRELOAD", "DYLD_LIBRARY_PATH")
+    }
+    return {
+        "pytest_smallmodel": __version__,
+        "fingerprint_version": FINGERPRINT_VERSION,
+        "python": [os.path.realpath(sys.executable), sys.version],
+        "platform": [platform.system(), platform.machine(), platform.release()],
+        "llama_cpp": files,
+        "environment": environment,
+        "cpu": cpu_facts(),
+    }
+
+
+_AMX_CRASH = (
+    "llama.cpp's AMX kernels crash on the first decode on this CPU class (upstream llama.cpp "
+    "issue 20824; docs/drift.md)"
+)
+
+
+def decide_repack(
+    setting: str | bool, system_info: str, cpu_flags: Sequence[str]
+) -> RepackDecision:
+    """The effective ``repack`` value for ``setting`` on this build (``system_info``) and CPU.
+
+    ``"auto"`` turns repacking off only where the loaded build has the AMX kernels and the CPU
+    has AMX, which is exactly where ``ggml_backend_amx_mul_mat`` crashes; elsewhere repacking is
+    llama.cpp's default and the faster path.
+    """
+    if setting is True:
+        return RepackDecision(True, "repack = true in the settings")
+    if setting is False:
+        return RepackDecision(False, "repack = false in the settings")
+    build_has_amx = re.search(r"\bAMX_INT8 = 1\b", system_info) is not None
+    cpu_has_amx = any(flag.startswith("amx") for flag in cpu_flags)
+    if build_has_amx and cpu_has_amx:
+        return RepackDecision(
+            False,
+            "auto: this llama.cpp build has AMX kernels and the CPU has AMX; " + _AMX_CRASH,
+        )
+    if build_has_amx:
+        return RepackDecision(True, "auto: the build has AMX kernels but this CPU has no AMX")
+    return RepackDecision(True, "auto: this llama.cpp build has no AMX kernels")
+
+
 def model_fingerprint(
     *,
     model: str,
@@ -132,8 +215,12 @@ def model_fingerprint(
     numeric_settings: Mapping[str, Any],
     n_threads: int,
     repack: bool,
+    runtime: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    runtime = runtime_fingerprint()
+    """The fingerprint of one loaded model; ``runtime`` defaults to this process's
+    ``runtime_fingerprint()`` (the result cache passes facts a worker reported earlier)."""
+    if runtime is None:
+        runtime = runtime_fingerprint()
     offloading = numeric_settings.get("n_gpu_layers", 0) != 0 and runtime["gpu_offload_supported"]
     return {
         "version": FINGERPRINT_VERSION,

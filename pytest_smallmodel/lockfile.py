@@ -7,6 +7,9 @@ is read is validated against the JSON Schema shipped in the package (lock.schema
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import importlib.metadata
 import json
 import tomllib
 from collections.abc import Mapping
@@ -93,8 +96,11 @@ def lock_schema() -> dict[str, Any]:
     return schema
 
 
-def read_lock(path: Path) -> Lock:
-    """Read and validate models.lock; LockError names the model and field on any problem."""
+def read_lock(path: Path, *, validated_dir: Path | None = None) -> Lock:
+    """Read and validate models.lock; LockError names the model and field on any problem.
+
+    ``validated_dir``: where to remember lock texts that passed the schema, so that a later
+    session reading the same bytes skips jsonschema (about 50 ms of imports and checks)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError as exc:
@@ -105,10 +111,10 @@ def read_lock(path: Path) -> Lock:
         raise LockError(f"{path}: cannot be read: {exc}.") from exc
     except OSError as exc:  # a directory, permissions: not a lock problem, a file-system one
         raise file_error("read", Path(path), exc) from None
-    return parse_lock(text, Path(path))
+    return parse_lock(text, Path(path), validated_dir=validated_dir)
 
 
-def parse_lock(text: str, path: Path) -> Lock:
+def parse_lock(text: str, path: Path, *, validated_dir: Path | None = None) -> Lock:
     fix = "Restore it from version control or run `smallmodel lock` to rewrite it."
     try:
         document = tomllib.loads(text)
@@ -123,7 +129,13 @@ def parse_lock(text: str, path: Path) -> Lock:
             f"version reads format {LOCK_VERSION}): upgrade pytest-smallmodel "
             "(pip install -U pytest-smallmodel)."
         )
-    _validate(document, path, fix)
+    marker = _validated_marker(validated_dir, text)
+    if marker is None or not marker.exists():
+        _validate(document, path, fix)
+        if marker is not None:
+            with contextlib.suppress(OSError):
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
     if document["version"] != LOCK_VERSION:  # pragma: no cover - the schema pins the version
         raise LockError(f"{path}: unsupported lock version {document['version']}. {fix}")
 
@@ -153,6 +165,21 @@ def _template_entry(raw: Mapping[str, str] | None) -> Mapping[str, str] | None:
     if raw is None:
         return None
     return MappingProxyType({"path": raw["path"], "sha256": raw["sha256"]})
+
+
+def _validated_marker(directory: Path | None, text: str) -> Path | None:
+    """The file whose presence says that ``text`` passed this schema under this jsonschema."""
+    if directory is None:
+        return None
+    try:
+        checker = importlib.metadata.version("jsonschema")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    schema = resources.files("pytest_smallmodel").joinpath("lock.schema.json").read_bytes()
+    digest = hashlib.sha256()
+    for part in (schema, checker.encode(), text.encode("utf-8")):
+        digest.update(hashlib.sha256(part).digest())
+    return directory / f"lock-{digest.hexdigest()}"
 
 
 def _validate(document: dict[str, Any], path: Path, fix: str) -> None:

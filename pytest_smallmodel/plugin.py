@@ -505,9 +505,14 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         weights = "" if item.weights_loaded else " (vocabulary only: weights not loaded)"
         if item.identity_unverified:
             weights += " [model identity unverified: a running server served it]"
+        loaded = (
+            f"loaded in {item.load_seconds:.2f}s{weights} "
+            f"incl. worker start {item.worker_start_seconds:.2f}s"
+            if item.worker_starts
+            else "not loaded (no engine worker started: every result came from the cache)"
+        )
         terminalreporter.write_line(
-            f"{item.name}@{item.short_sha}: loaded in {item.load_seconds:.2f}s{weights} "
-            f"incl. worker start {item.worker_start_seconds:.2f}s, "
+            f"{item.name}@{item.short_sha}: {loaded}, "
             f"{item.calls} calls{cached}{verified}, {item.generated_tokens} tokens generated, "
             f"{speed:.1f} tokens/s{crashes}"
         )

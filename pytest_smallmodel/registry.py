@@ -88,7 +88,9 @@ class ModelRegistry:
                     f"{self.project.lock_path} does not exist: run `smallmodel lock` to pin the "
                     "models declared in [tool.smallmodel.models]"
                 )
-            self._lock = read_lock(self.project.lock_path)
+            self._lock = read_lock(
+                self.project.lock_path, validated_dir=self.project.cache_dir / "validated"
+            )
         return self._lock
 
     def resolve(self, reference: ModelReference) -> LockedModel:
@@ -166,6 +168,7 @@ class ModelRegistry:
         settings = self.settings_for(locked.name, overrides, where)
         path = self.verified_path(locked)
         spec = self.project.models.get(locked.name)
+        cache = self.result_cache
         loaded = self.pool.get(
             name=locked.name,
             path=path,
@@ -173,8 +176,11 @@ class ModelRegistry:
             settings=settings,
             embedding=bool(spec and spec.embedding),
             chat_template=load_template(self.project, locked.name, locked.chat_template_file),
-            # Results served from the cache need only the vocabulary (tokens for the key).
-            defer_weights=self.result_cache is not None,
+            # Results served from the cache need no weights, and with the runtime facts of an
+            # earlier worker on this installation no worker at all: it starts on the first miss.
+            defer_weights=cache is not None,
+            runtime=cache.known_runtime() if cache is not None else None,
+            on_runtime=cache.remember_runtime if cache is not None else None,
             serving=spec.serving if spec is not None else None,
         )
         self.used[locked.name] = locked

@@ -22,7 +22,6 @@ import contextlib
 import ctypes
 import json
 import math
-import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -33,7 +32,7 @@ import numpy.typing as npt
 
 from pytest_smallmodel.backend import ModelInfo, RepackDecision
 from pytest_smallmodel.errors import EngineError
-from pytest_smallmodel.fingerprint import model_fingerprint, runtime_fingerprint
+from pytest_smallmodel.fingerprint import decide_repack, model_fingerprint, runtime_fingerprint
 from pytest_smallmodel.results import FinishReason, ScoredStep, Step, Timings, TokenLogprob
 from pytest_smallmodel.settings import KV_CACHE_TYPES, POOLING_TYPES, EngineSettings
 
@@ -42,37 +41,6 @@ _GGUF_MAGIC = b"GGUF"
 
 class NonFiniteLogits(EngineError):
     """The model produced NaN or infinite logits: a broken file or a broken runtime."""
-
-
-_AMX_CRASH = (
-    "llama.cpp's AMX kernels crash on the first decode on this CPU class (upstream llama.cpp "
-    "issue 20824; docs/drift.md)"
-)
-
-
-def decide_repack(
-    setting: str | bool, system_info: str, cpu_flags: Sequence[str]
-) -> RepackDecision:
-    """The effective ``repack`` value for ``setting`` on this build (``system_info``) and CPU.
-
-    ``"auto"`` turns repacking off only where the loaded build has the AMX kernels and the CPU
-    has AMX, which is exactly where ``ggml_backend_amx_mul_mat`` crashes; elsewhere repacking is
-    llama.cpp's default and the faster path.
-    """
-    if setting is True:
-        return RepackDecision(True, "repack = true in the settings")
-    if setting is False:
-        return RepackDecision(False, "repack = false in the settings")
-    build_has_amx = re.search(r"\bAMX_INT8 = 1\b", system_info) is not None
-    cpu_has_amx = any(flag.startswith("amx") for flag in cpu_flags)
-    if build_has_amx and cpu_has_amx:
-        return RepackDecision(
-            False,
-            "auto: this llama.cpp build has AMX kernels and the CPU has AMX; " + _AMX_CRASH,
-        )
-    if build_has_amx:
-        return RepackDecision(True, "auto: the build has AMX kernels but this CPU has no AMX")
-    return RepackDecision(True, "auto: this llama.cpp build has no AMX kernels")
 
 
 def repack_decision(setting: str | bool) -> RepackDecision:

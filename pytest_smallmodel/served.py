@@ -36,6 +36,7 @@ class ServedModel:
         self.sha256 = sha256
         self.settings = settings
         self.embedding = embedding
+        self.chat_template = chat_template
         self.stats = ModelStats()
         self._vocab = WorkerModel(
             name=name,
@@ -46,6 +47,11 @@ class ServedModel:
             chat_template=chat_template,
             defer_weights=True,
         )
+        # Every call needs the vocabulary: start its worker now, and count it in the summary.
+        self._vocab.info  # noqa: B018 - the property starts the worker
+        self.stats.worker_starts = self._vocab.stats.worker_starts
+        self.stats.worker_start_seconds = self._vocab.stats.worker_start_seconds
+        self.stats.load_seconds = self._vocab.stats.load_seconds
 
     def _model_info(self, fingerprint: Mapping[str, Any]) -> ModelInfo:
         vocab = self._vocab.info

@@ -187,6 +187,7 @@ class LlamaServerModel(ServedModel):
                 if not process.port_in_use() or attempt + 1 == _PORT_ATTEMPTS:
                     raise
                 process.stop()
+        self.stats.worker_starts += 1
         self.stats.worker_start_seconds += time.perf_counter() - started
         self.stats.load_seconds += time.perf_counter() - started
         self.stats.weights_loaded = True

@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from typing import Any
 from pytest_smallmodel.backend import Capabilities, ModelInfo, ModelStats
 from pytest_smallmodel.crash import CrashDiagnosis, EngineCrash, hints_for, signal_name, split_log
 from pytest_smallmodel.errors import EngineError
-from pytest_smallmodel.fingerprint import cpu_facts
+from pytest_smallmodel.fingerprint import cpu_facts, decide_repack, model_fingerprint
 from pytest_smallmodel.results import FinishReason, ScoredStep, Step, Timings
 from pytest_smallmodel.settings import EngineSettings
 
@@ -279,13 +279,24 @@ class WorkerModel:
         embedding: bool,
         chat_template: str | None = None,
         defer_weights: bool = False,
+        runtime: Mapping[str, Any] | None = None,
+        on_runtime: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
+        """``runtime``: the runtime facts an earlier worker reported on this installation (the
+        result cache keeps them). With them the worker starts only when a call needs it, so a
+        session served entirely from the result cache starts none; without, it starts now.
+        ``on_runtime`` receives the facts of each worker that starts."""
         self.name = name
         self.path = path
         self.sha256 = sha256
         self.settings = settings
         self.embedding = embedding
+        self.chat_template = chat_template
         self.stats = ModelStats()
+        self._known_runtime = runtime
+        self._on_runtime = on_runtime
+        self._info: ModelInfo | None = None
+        self._predicted: Mapping[str, Any] | None = None
         self._load_kwargs: dict[str, Any] = {
             "name": name,
             "path": path,
@@ -302,7 +313,8 @@ class WorkerModel:
         fd, log_name = tempfile.mkstemp(prefix=f"smallmodel-{name}-", suffix=".log")
         os.close(fd)
         self.log_path = Path(log_name)
-        self.info: ModelInfo = self._start("loading the model")
+        if runtime is None:
+            self._start("loading the model")
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -311,22 +323,54 @@ class WorkerModel:
         return self._process.pid if self._process is not None else None
 
     @property
+    def info(self) -> ModelInfo:
+        """What the loaded model reports (starting the worker if it has not started yet)."""
+        if self._info is None:
+            with self._lock:
+                if self._info is None:
+                    self._start("loading the model")
+        assert self._info is not None
+        return self._info
+
+    @property
     def fingerprint(self) -> Mapping[str, Any]:
+        if self._info is None and self._known_runtime is not None:
+            if self._predicted is None:
+                self._predicted = self._predict_fingerprint(self._known_runtime)
+            return self._predicted
         return self.info.fingerprint
+
+    def _predict_fingerprint(self, runtime: Mapping[str, Any]) -> Mapping[str, Any]:
+        """What the worker's LlamaRuntime computes from the same runtime facts and settings."""
+        return model_fingerprint(
+            model=self.name,
+            sha256=self.sha256,
+            numeric_settings=self.settings.numeric(),
+            n_threads=self.settings.threads(),
+            repack=decide_repack(
+                self.settings.repack, runtime["system_info"], runtime["cpu"]["flags"]
+            ).enabled,
+            runtime=runtime,
+        )
 
     @property
     def n_vocab(self) -> int:
         return self.info.n_vocab
 
-    def _start(self, during: str) -> Any:
+    def _start(self, during: str) -> ModelInfo:
         """Start a worker and load the model in it; returns the loaded model's ``ModelInfo``."""
         started = time.perf_counter()
         self._process = _Process(self.log_path)
+        self.stats.worker_starts += 1
         timeout = max(self.settings.timeout, _START_TIMEOUT_FLOOR)
         try:
             self._runtime = self._exchange("hello", (), {}, timeout=timeout, during=during)
             self.stats.worker_start_seconds += time.perf_counter() - started
-            info = self._exchange("load", (), self._load_kwargs, timeout=timeout, during=during)
+            if self._on_runtime is not None:
+                self._on_runtime(self._runtime)
+            info: ModelInfo = self._exchange(
+                "load", (), self._load_kwargs, timeout=timeout, during=during
+            )
         except EngineError as error:
             if not isinstance(error, EngineCrash) and self._process is not None:
                 self._process.close()  # a model that cannot load leaves no idle worker behind
@@ -335,6 +379,7 @@ class WorkerModel:
         self.stats.load_seconds += time.perf_counter() - started
         if not self._load_kwargs["defer_weights"]:
             self.stats.weights_loaded = True
+        self._info = info
         return info
 
     def close(self) -> None:
@@ -353,7 +398,12 @@ class WorkerModel:
                 self._crash = self._crash.again()
                 raise EngineCrash(self._crash)
             if self._process is None:
-                self._start(f"restarting the worker before {method}")
+                first = self._info is None and not self.stats.crashes
+                self._start(
+                    f"loading the model for {method}"
+                    if first
+                    else f"restarting the worker before {method}"
+                )
             if method in _WEIGHT_METHODS:
                 self.stats.weights_loaded = True
             return self._exchange(
@@ -401,7 +451,7 @@ class WorkerModel:
         signal_text = None if timed_out is not None else signal_name(returncode)
         cause = "timeout" if timed_out is not None else ("signal" if signal_text else "exit")
         runtime = self._runtime or {}
-        repack = getattr(getattr(self, "info", None), "repack", None)
+        repack = self._info.repack if self._info is not None else None
         settings = {**self.settings.numeric(), "timeout": self.settings.timeout}
         if repack is not None:
             settings["repack"] = f"{self.settings.repack} -> {repack.enabled}"

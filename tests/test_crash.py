@@ -13,7 +13,7 @@ from pytest_smallmodel.crash import (
     signal_name,
     split_log,
 )
-from pytest_smallmodel.runtime import decide_repack
+from pytest_smallmodel.fingerprint import decide_repack
 
 # llama_print_system_info() of the default (native) build on the two CPUs seen so far.
 AMX_XEON = (

