@@ -329,7 +329,13 @@ class LlamaServerModel(ServedModel):
                 self._crash = self._crash.again()
                 raise EngineCrash(self._crash)
             process = self._process
-            if process is not None and (process.pid is None or process.exit_code() is not None):
+            if process is not None and process.exit_code() is not None:
+                # It died since the last call (a signal, the OOM killer): this call fails with
+                # the diagnosis, as if it had died during it; the next one starts it again.
+                raise self._crashed(
+                    process, f"{during} (the server had died since the last call)", None
+                )
+            if process is not None and process.pid is None:
                 self._start(f"restarting llama-server before {during}")
                 self.api = ServerAPI(process.url, timeout=self.settings.timeout)
             limit = self.settings.timeout if timeout is None else timeout
