@@ -65,6 +65,12 @@ class ModelStats:
     weights_loaded: bool = False
     identity_unverified: bool = False  # served by a running server that cannot prove its file
 
+    def count_decode(self, timings: Timings) -> None:
+        """One decoding call: its tokens and time go into the summary's tokens/s."""
+        self.calls += 1
+        self.generated_tokens += timings.generated_tokens
+        self.decode_seconds += timings.decode_ms / 1000
+
     def add(self, other: ModelStats) -> None:
         """Sum another process's figures into these (xdist workers); a flag is set if any is."""
         for item in fields(ModelStats):

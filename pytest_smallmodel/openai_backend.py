@@ -155,19 +155,7 @@ class OpenAIModel(ServedModel):
             ) from None
         steps = self._steps(choice.get("logprobs"), top_k)
         finish: FinishReason = "stop" if choice.get("finish_reason") == "stop" else "length"
-        end = self.cut_at_end([s.token for s in steps], stop)
-        if end is not None:
-            steps, finish = steps[:end], "stop"
-        usage = answer.get("timings") or {}
-        timings = Timings(
-            prompt_ms=float(usage.get("prompt_ms", 0.0)),
-            decode_ms=float(usage.get("predicted_ms", 0.0)),
-            generated_tokens=len(steps),
-        )
-        self.stats.calls += 1
-        self.stats.generated_tokens += len(steps)
-        self.stats.decode_seconds += timings.decode_ms / 1000
-        return steps, finish, timings
+        return self.decoded(steps, stop, answer, finish=finish)
 
     def _steps(self, logprobs: Any, top_k: int) -> list[Step]:
         if not isinstance(logprobs, dict):

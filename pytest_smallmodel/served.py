@@ -14,6 +14,7 @@ from typing import Any
 
 from pytest_smallmodel.backend import ModelInfo, ModelStats
 from pytest_smallmodel.errors import EngineError
+from pytest_smallmodel.results import FinishReason, Step, Timings
 from pytest_smallmodel.settings import EngineSettings
 from pytest_smallmodel.worker import WorkerModel
 
@@ -98,6 +99,28 @@ class ServedModel:
             if stop and any(s in self.detokenize(tokens[: index + 1]) for s in stop):
                 return index + 1
         return None
+
+    def decoded(
+        self,
+        steps: list[Step],
+        stop: Sequence[str],
+        answer: Mapping[str, Any],
+        *,
+        finish: FinishReason,
+    ) -> tuple[list[Step], FinishReason, Timings]:
+        """A server's steps ended by the in-process stop rule, with llama-server's ``timings``
+        (absent elsewhere: zero), counted in the summary."""
+        end = self.cut_at_end([s.token for s in steps], stop)
+        if end is not None:
+            steps, finish = steps[:end], "stop"
+        reported = answer.get("timings") or {}
+        timings = Timings(
+            prompt_ms=float(reported.get("prompt_ms", 0.0)),
+            decode_ms=float(reported.get("predicted_ms", 0.0)),
+            generated_tokens=len(steps),
+        )
+        self.stats.count_decode(timings)
+        return steps, finish, timings
 
     def check_embedding(self) -> None:
         if not self.embedding:

@@ -513,20 +513,7 @@ class LlamaServerModel(ServedModel):
         steps = [
             Step(int(e["id"]), piece(e), logprob(e.get("logprob")), _top(e, top_k)) for e in entries
         ]
-        finish: FinishReason = "length"
-        end = self.cut_at_end([s.token for s in steps], stop)
-        if end is not None:
-            steps, finish = steps[:end], "stop"
-        timings_raw = answer.get("timings") or {}
-        timings = Timings(
-            prompt_ms=float(timings_raw.get("prompt_ms", 0.0)),
-            decode_ms=float(timings_raw.get("predicted_ms", 0.0)),
-            generated_tokens=len(steps),
-        )
-        self.stats.calls += 1
-        self.stats.generated_tokens += len(steps)
-        self.stats.decode_seconds += timings.decode_ms / 1000
-        return steps, finish, timings
+        return self.decoded(steps, stop, answer, finish="length")
 
     def score(
         self,

@@ -518,9 +518,7 @@ class WorkerModel:
             schema=None if schema is None else dict(schema),
             timeout=timeout,
         )
-        self.stats.calls += 1
-        self.stats.generated_tokens += len(steps)
-        self.stats.decode_seconds += timings.decode_ms / 1000
+        self.stats.count_decode(timings)
         return steps, finish, timings
 
     def score(
