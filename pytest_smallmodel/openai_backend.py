@@ -87,8 +87,8 @@ class OpenAIModel(ServedModel):
         )
 
     def _served_model(self) -> tuple[str, dict[str, Any]]:
-        """The served model's id and what the server says of it; a vocabulary of another size
-        is another model."""
+        """The served model's id and what the server says of it (llama-server's ``meta``),
+        checked against the pinned file like a llama-server's."""
         answer = self.api.get("/v1/models")
         data = answer.get("data") if isinstance(answer, dict) else None
         if not data:
@@ -99,14 +99,9 @@ class OpenAIModel(ServedModel):
             for key, value in (first.get("meta") or {}).items()
             if key in ("n_vocab", "n_ctx_train", "n_embd", "n_params", "size", "ftype")
         }
-        n_vocab = meta.get("n_vocab")
-        if isinstance(n_vocab, int) and n_vocab != self._vocab.info.n_vocab:
-            raise EngineError(
-                f"the server at {self.api.base_url} serves another model than "
-                f"{self.name}@{self.sha256[:8]}: its vocabulary has {n_vocab} tokens, the pinned "
-                f"file's {self._vocab.info.n_vocab} (served: {first.get('id')}). Point the "
-                "spec's `server` at the server of the pinned file, or re-lock"
-            )
+        self.check_served_model(
+            meta, where=f"the server at {self.api.base_url}", served=first.get("id")
+        )
         return str(first.get("id", "")), meta
 
     @property

