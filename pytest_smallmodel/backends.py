@@ -7,6 +7,7 @@ docs/backends.md describes the backends; each lives in its own module and implem
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,31 +15,43 @@ from pytest_smallmodel.backend import Backend
 from pytest_smallmodel.project import Serving
 from pytest_smallmodel.settings import EngineSettings
 
-Opener = Callable[..., Backend]
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What only the engine worker takes: a server loads its weights when it starts and
+    reports its own runtime, so these do not apply to it."""
+
+    defer_weights: bool
+    runtime: Mapping[str, Any] | None
+    on_runtime: Callable[[Mapping[str, Any]], None] | None
 
 
-def _worker(serving: Serving, **kwargs: object) -> Backend:
+# An opener gets the spec's serving, the arguments every backend takes, and the worker's own.
+Opener = Callable[[Serving, Mapping[str, Any], WorkerOptions], Backend]
+
+
+def _worker(serving: Serving, model: Mapping[str, Any], options: WorkerOptions) -> Backend:
     from pytest_smallmodel.worker import WorkerModel
 
-    return WorkerModel(**kwargs)  # type: ignore[arg-type]
+    return WorkerModel(
+        **model,
+        defer_weights=options.defer_weights,
+        runtime=options.runtime,
+        on_runtime=options.on_runtime,
+    )
 
 
-def _llama_server(serving: Serving, **kwargs: object) -> Backend:
+def _llama_server(serving: Serving, model: Mapping[str, Any], options: WorkerOptions) -> Backend:
     from pytest_smallmodel.server_backend import LlamaServerModel
 
-    # A server loads its weights when it starts, and its fingerprint comes from it.
-    for worker_only in ("defer_weights", "runtime", "on_runtime"):
-        kwargs.pop(worker_only, None)
-    return LlamaServerModel(server=serving.server, **kwargs)  # type: ignore[arg-type]
+    return LlamaServerModel(server=serving.server, **model)
 
 
-def _openai(serving: Serving, **kwargs: object) -> Backend:
+def _openai(serving: Serving, model: Mapping[str, Any], options: WorkerOptions) -> Backend:
     from pytest_smallmodel.openai_backend import OpenAIModel
 
-    for worker_only in ("defer_weights", "runtime", "on_runtime"):
-        kwargs.pop(worker_only, None)
     assert serving.server is not None  # project.py: api needs server
-    return OpenAIModel(server=serving.server, **kwargs)  # type: ignore[arg-type]
+    return OpenAIModel(server=serving.server, **model)
 
 
 _OPENERS: dict[tuple[str, str], Opener] = {
@@ -62,16 +75,13 @@ def open_backend(
     on_runtime: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> Backend:
     """Start the backend ``serving`` names for one verified model file and its settings."""
-    opener = _OPENERS[(serving.backend, serving.api)]
-    return opener(
-        serving,
-        name=name,
-        path=path,
-        sha256=sha256,
-        settings=settings,
-        embedding=embedding,
-        chat_template=chat_template,
-        defer_weights=defer_weights,
-        runtime=runtime,
-        on_runtime=on_runtime,
-    )
+    model = {
+        "name": name,
+        "path": path,
+        "sha256": sha256,
+        "settings": settings,
+        "embedding": embedding,
+        "chat_template": chat_template,
+    }
+    options = WorkerOptions(defer_weights, runtime, on_runtime)
+    return _OPENERS[(serving.backend, serving.api)](serving, model, options)
