@@ -27,6 +27,8 @@ class IdentityMismatch(EngineError):
 class ServedModel:
     """The shared half of a served backend: identity, settings, statistics and vocabulary."""
 
+    info: ModelInfo  # set by the subclass once the server has described itself
+
     def __init__(
         self,
         *,
@@ -73,8 +75,7 @@ class ServedModel:
 
     @property
     def fingerprint(self) -> Mapping[str, Any]:
-        info: ModelInfo = getattr(self, "info")  # noqa: B009 - set by the subclass once known
-        return info.fingerprint
+        return self.info.fingerprint
 
     @property
     def n_vocab(self) -> int:
