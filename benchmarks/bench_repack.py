@@ -17,8 +17,8 @@ from pathlib import Path
 
 from suite import MAX_TOKENS, PROMPTS, machine, smollm2_path
 
-from pytest_smallmodel.settings import merge_settings
-from pytest_smallmodel.worker import WorkerModel
+from pytest_smallmodel.common.settings import merge_settings
+from pytest_smallmodel.engine.worker.parent import WorkerModel
 
 SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_smallmodel.errors import EngineError
-from pytest_smallmodel.llama_server import ManagedServer, find_binary, free_port, server_arguments
-from pytest_smallmodel.settings import EngineSettings
+from pytest_smallmodel.common.errors import EngineError
+from pytest_smallmodel.engine.served.process import ManagedServer, find_binary, free_port, server_arguments
+from pytest_smallmodel.common.settings import EngineSettings
 
 
 def server_binary() -> Path | None:

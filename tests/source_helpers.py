@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gguf_factory import write_tiny_gguf
 
-from pytest_smallmodel.project import Project, load_project
+from pytest_smallmodel.pins.project import Project, load_project
 
 MakeProject = Callable[..., Path]
 

@@ -1,0 +1,169 @@
+"""The seam between a test's ``ModelHandle`` and whatever runs the model.
+
+A backend loads one pinned file with one set of settings and answers at the level of tokens:
+tokenize, render a chat, decode greedily, teacher-force given tokens (``score``), score a
+continuation, embed. ``ModelHandle`` (``engine.py``) builds requests, results, goldens and the
+result cache on top and never sees the runtime behind it. The llama-cpp-python engine worker
+(``worker.py`` over ``runtime.py``) is the first implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+from pytest_smallmodel.common.results import FinishReason, ScoredStep, Step, Timings
+from pytest_smallmodel.common.settings import EngineSettings
+
+
+@dataclass(frozen=True)
+class RepackDecision:
+    """Whether weights are repacked into llama.cpp's extra buffer types (AMX, REPACK), and why."""
+
+    enabled: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do beyond decoding; what it cannot is named in reports, never
+    replaced by a weaker check (docs/backends.md)."""
+
+    teacher_forcing: bool = True  # score / verify / classify: rate given tokens
+    batched_verify: bool = True  # verify in one batched pass (else incremental, still exact)
+    limitations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the pytest process knows about a loaded model, sent once after loading."""
+
+    n_vocab: int
+    bos_text: str
+    eos_text: str
+    add_bos: bool
+    chat_template: str | None
+    fingerprint: Mapping[str, Any]
+    repack: RepackDecision
+
+
+@dataclass
+class ModelStats:
+    """Per-model figures for the terminal summary."""
+
+    load_seconds: float = 0.0
+    worker_starts: int = 0  # none when every result of the session came from the result cache
+    worker_start_seconds: float = 0.0
+    calls: int = 0
+    cached_calls: int = 0
+    generated_tokens: int = 0
+    decode_seconds: float = 0.0
+    crashes: int = 0
+    verified_calls: int = 0  # answered by the batched teacher-forced check, nothing decoded
+    weights_loaded: bool = False
+    identity_unverified: bool = False  # served by a running server that cannot prove its file
+
+    def count_decode(self, timings: Timings) -> None:
+        """One decoding call: its tokens and time go into the summary's tokens/s."""
+        self.calls += 1
+        self.generated_tokens += timings.generated_tokens
+        self.decode_seconds += timings.decode_ms / 1000
+
+    def add(self, other: ModelStats) -> None:
+        """Sum another process's figures into these (xdist workers); a flag is set if any is."""
+        for item in fields(ModelStats):
+            mine, theirs = getattr(self, item.name), getattr(other, item.name)
+            merged = (mine or theirs) if isinstance(mine, bool) else mine + theirs
+            setattr(self, item.name, merged)
+
+
+class Backend(Protocol):
+    """One loaded model. Calls are serialised by the backend; ``timeout`` bounds each one."""
+
+    name: str
+    path: Path
+    sha256: str
+    settings: EngineSettings
+    embedding: bool
+    chat_template: str | None  # the template text named in the model's spec; None: the GGUF's
+    stats: ModelStats
+    capabilities: Capabilities
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    @property
+    def fingerprint(self) -> Mapping[str, Any]: ...
+
+    @property
+    def n_vocab(self) -> int: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def tokenize(self, text: str, *, add_bos: bool = True, special: bool = False) -> list[int]: ...
+
+    def detokenize(self, tokens: Sequence[int]) -> str: ...
+
+    def is_end(self, token: int) -> bool: ...
+
+    def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> str: ...
+
+    def decode(
+        self,
+        prompt_tokens: Sequence[int],
+        *,
+        max_tokens: int,
+        stop: Sequence[str],
+        top_k: int,
+        schema: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> tuple[list[Step], FinishReason, Timings]: ...
+
+    def score(
+        self,
+        prompt_tokens: Sequence[int],
+        tokens: Sequence[int],
+        *,
+        top_k: int,
+        schema: Mapping[str, Any] | None,
+        timeout: float | None = None,
+    ) -> list[ScoredStep]: ...
+
+    def verify(
+        self,
+        prompt_tokens: Sequence[int],
+        tokens: Sequence[int],
+        *,
+        top_k: int,
+        schema: Mapping[str, Any] | None,
+        timeout: float | None = None,
+    ) -> list[ScoredStep]:
+        """Like ``score`` but in one batched pass: sound for tolerance mode only."""
+        ...
+
+    def continuation_logprob(
+        self,
+        prompt_tokens: Sequence[int],
+        continuation: Sequence[int],
+        *,
+        timeout: float | None = None,
+    ) -> float: ...
+
+    def label_logprobs(
+        self,
+        prompt_tokens: Sequence[int],
+        continuations: Sequence[Sequence[int]],
+        *,
+        timeout: float | None = None,
+    ) -> list[float]:
+        """Each continuation's total logprob after the prompt, evaluated once."""
+        ...
+
+    def weights_loaded(self) -> bool: ...
+
+    def embed(self, text: str, *, timeout: float | None = None) -> list[float]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+
+from pytest_smallmodel.common.errors import VerificationError
+from pytest_smallmodel.pins.hashing import (
+    STAT_CACHE_NAME,
+    FileIdentity,
+    StatCache,
+    hash_with_cache,
+    sha256_file,
+    verify_file,
+)
+
+
+def test_sha256_matches_hashlib(tmp_path: Path) -> None:
+    path = tmp_path / "blob"
+    data = os.urandom((9 << 20) + 123)  # spans several blocks with a partial tail
+    path.write_bytes(data)
+    assert sha256_file(path) == hashlib.sha256(data).hexdigest()
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert sha256_file(empty) == hashlib.sha256(b"").hexdigest()
+
+
+def test_stat_cache_hit_skips_hashing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "m.gguf"
+    path.write_bytes(b"abc")
+    cache = StatCache(tmp_path / "cache")
+    digest = hash_with_cache(path, cache)
+    calls: list[Path] = []
+    monkeypatch.setattr(
+        "pytest_smallmodel.pins.hashing.sha256_file",
+        lambda p, progress=False: calls.append(p) or "f" * 64,
+    )
+    assert hash_with_cache(path, cache) == digest
+    assert calls == []
+    assert hash_with_cache(path, cache, full=True) == "f" * 64
+    assert len(calls) == 1
+
+
+def test_changed_file_is_rehashed(tmp_path: Path) -> None:
+    path = tmp_path / "m.gguf"
+    path.write_bytes(b"abc")
+    cache = StatCache(tmp_path / "cache")
+    hash_with_cache(path, cache)
+    path.write_bytes(b"abcd")
+    assert hash_with_cache(path, cache) == hashlib.sha256(b"abcd").hexdigest()
+    # Same size, new content and mtime: still detected.
+    path.write_bytes(b"wxyz")
+    os.utime(path, ns=(1, 1))
+    assert hash_with_cache(path, cache) == hashlib.sha256(b"wxyz").hexdigest()
+
+
+def test_corrupt_cache_is_ignored_and_rebuilt(tmp_path: Path) -> None:
+    path = tmp_path / "m.gguf"
+    path.write_bytes(b"abc")
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    (cache_dir / STAT_CACHE_NAME).write_text("{not json")
+    cache = StatCache(cache_dir)
+    assert hash_with_cache(path, cache) == hashlib.sha256(b"abc").hexdigest()
+    document = json.loads((cache_dir / STAT_CACHE_NAME).read_text())
+    assert os.path.realpath(path) in document["entries"]
+
+
+def _store_many(args: tuple[str, int]) -> None:
+    cache_dir, worker = args
+    cache = StatCache(Path(cache_dir))
+    for index in range(15):
+        identity = FileIdentity(f"/w{worker}/f{index}", index, index, index, index, index)
+        cache.store(identity, f"{worker:032x}{index:032x}")
+
+
+def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cache"
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        pool.map(_store_many, [(str(cache_dir), worker) for worker in range(4)])
+    entries = json.loads((cache_dir / STAT_CACHE_NAME).read_text())["entries"]
+    assert len(entries) == 60
+    assert not [p for p in cache_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_verification_messages(tmp_path: Path) -> None:
+    path = tmp_path / "m.gguf"
+    path.write_bytes(b"abc")
+    good = hashlib.sha256(b"abc").hexdigest()
+    ok = verify_file("m", path, good, tmp_path / "c")
+    assert ok.ok and ok.status == "verified"
+    ok.raise_for_status()
+
+    bad = verify_file("m", path, "0" * 64, tmp_path / "c")
+    assert bad.status == "mismatch" and bad.actual == good
+    for part in ("m:", str(path), "0" * 64, good, "smallmodel pull m"):
+        assert part in bad.message
+    with pytest.raises(VerificationError) as info:
+        bad.raise_for_status()
+    assert info.value.exit_code == 1
+
+    missing = verify_file("m", tmp_path / "nope.gguf", good, tmp_path / "c")
+    assert missing.status == "missing" and missing.actual is None
+    assert "smallmodel pull m" in missing.message
