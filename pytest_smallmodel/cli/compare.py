@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pytest_smallmodel.drift import explanation
 from pytest_smallmodel.drift.rules import DriftPolicy, compare, cosine_similarity
 from pytest_smallmodel.engine.handle import ModelHandle
 from pytest_smallmodel.common.errors import ConfigError, EngineError, GoldenError
@@ -611,8 +612,8 @@ def run_compare(
                     text,
                     test=f"smallmodel compare {old} {new}",
                     outcome=verdict.outcome.value,
-                    headline=verdict.headline,
-                    report=verdict.lines,
+                    headline=explanation.headline(verdict),
+                    report=explanation.lines(verdict),
                 )
                 if target is not None:
                     written.append(_relative(target, root))

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pytest_smallmodel.engine.backend import Backend, RepackDecision
+from pytest_smallmodel.common.fingerprint import RepackDecision
+from pytest_smallmodel.engine.backend import Backend
 from pytest_smallmodel.engine.backend_table import open_backend
 from pytest_smallmodel.engine.crash import EngineCrash, missing_cpu_features
 from pytest_smallmodel.common.errors import EngineError, SmallModelError

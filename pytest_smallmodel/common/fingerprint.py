@@ -16,11 +16,11 @@ import platform
 import re
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pytest_smallmodel import __version__
-from pytest_smallmodel.engine.backend import RepackDecision
 from pytest_smallmodel.common.settings import IMPLICIT_SETTINGS
 
 FINGERPRINT_VERSION = 1
@@ -42,6 +42,14 @@ IMPLICIT_FIELDS: Mapping[str, Any] = {
 _KERNEL_FLAG_RE = re.compile(
     r"^(sse\d.*|ssse3|avx.*|fma|f16c|amx.*|vnni.*|bmi2|neon|asimd.*|sve.*|sme.*|dotprod|i8mm|bf16|fp16|vsx.*)$"
 )
+
+
+@dataclass(frozen=True)
+class RepackDecision:
+    """Whether weights are repacked into llama.cpp's extra buffer types (AMX, REPACK), and why."""
+
+    enabled: bool
+    reason: str
 
 
 def sha256_file(path: Path) -> str:

@@ -145,6 +145,15 @@ def _embedding_headline(verdict: Verdict) -> str:
     return f"{prefix}: cosine similarity {scores.cosine:.6f} {comparison} {scores.min_cosine:g}"
 
 
+def lines(verdict: Verdict) -> tuple[str, ...]:
+    """What a failing assertion shows under its headline (and what a pending result keeps)."""
+    return tuple(explain(verdict))
+
+
+def text(verdict: Verdict) -> str:
+    return "\n".join(explain(verdict))
+
+
 def explain(verdict: Verdict) -> list[str]:
     """The whole report: headline, where, mode, evidence, changed fingerprint fields."""
     if verdict.reason is Reason.CORRUPT:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_smallmodel.common.atomic import atomic_write_text
+from pytest_smallmodel.drift import explanation
 from pytest_smallmodel.drift.verdict import FieldChange, Outcome, Verdict
 
 # The JSON report's format version (report.schema.json): bump on incompatible changes.
@@ -95,16 +96,17 @@ class DriftLog:
 
     def add(self, verdict: Verdict, *, test: str | None = None, rewriting: bool = False) -> None:
         outcome = Outcome.REWRITTEN if rewriting and not verdict.passed else verdict.outcome
+        headline = explanation.headline(verdict)
         self.entries.append(
             LogEntry(
                 test=test or verdict.golden_path,
                 golden_path=verdict.golden_path,
                 outcome=outcome,
                 passed=verdict.passed or rewriting,
-                headline=verdict.headline,
-                lines=verdict.lines,
+                headline=headline,
+                lines=explanation.lines(verdict),
                 changed=verdict.changed,
-                verdict=verdict.to_dict(),
+                verdict=verdict.to_dict(headline),
             )
         )
 

@@ -1,10 +1,10 @@
 """A golden comparison's decision as data: what was compared, what differed, by how much.
 
-``drift.compare`` makes a ``Verdict``; it carries no prose. ``explain.py`` renders it as the
-text a failing test shows (``Verdict.headline`` and ``Verdict.lines`` are that rendering),
-``drift_report.py`` as the terminal summary, Markdown and JSON, and ``smallmodel review`` and
+``rules.compare`` makes a ``Verdict``; it carries no prose and imports none. ``explanation``
+renders it as the text a failing test shows (``explanation.headline`` and ``explanation.lines``),
+``reports`` as the terminal summary, Markdown and JSON, and ``smallmodel review`` and
 ``compare`` reuse the same data. ``Verdict.to_dict`` is the structured form the JSON report
-writes (``report.schema.json``).
+writes (``report.schema.json``), with the headline the renderer wrote.
 """
 
 from __future__ import annotations
@@ -208,22 +208,6 @@ class Verdict:
         return model_ref(current.model, current.sha256) if current and current.sha256 else None
 
     @property
-    def headline(self) -> str:
-        from pytest_smallmodel.drift.explanation import headline
-
-        return headline(self)
-
-    @property
-    def lines(self) -> tuple[str, ...]:
-        from pytest_smallmodel.drift.explanation import explain
-
-        return tuple(explain(self))
-
-    @property
-    def explanation(self) -> str:
-        return "\n".join(self.lines)
-
-    @property
     def current_engine(self) -> str | None:
         """What ran the model in this run (``llama-cpp-python``, ``llama-server``, ``openai``)."""
         if self.current is None or self.current.fingerprint is None:
@@ -238,8 +222,9 @@ class Verdict:
             return None
         return str(self.current.fingerprint.get("identity", "verified"))
 
-    def to_dict(self) -> dict[str, Any]:
-        """The decision as JSON-ready data (the JSON report's ``verdict`` objects)."""
+    def to_dict(self, headline: str) -> dict[str, Any]:
+        """The decision as JSON-ready data (the JSON report's ``verdict`` objects), with its
+        ``headline`` as ``explanation.headline`` wrote it."""
         return {
             "outcome": self.outcome.value,
             "passed": self.passed,
@@ -255,7 +240,7 @@ class Verdict:
             ),
             "mode": self.mode.value if self.mode is not None else None,
             "tolerance": self.tolerance,
-            "headline": self.headline,
+            "headline": headline,
             "changed": [{"path": c.path, "old": c.old, "new": c.new} for c in self.changed],
             "prompt_change": self.prompt_change.value if self.prompt_change else None,
             "divergence": self.divergence.to_dict() if self.divergence else None,

@@ -14,16 +14,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
+from pytest_smallmodel.common.fingerprint import RepackDecision
 from pytest_smallmodel.common.results import FinishReason, ScoredStep, Step, Timings
 from pytest_smallmodel.common.settings import EngineSettings
-
-
-@dataclass(frozen=True)
-class RepackDecision:
-    """Whether weights are repacked into llama.cpp's extra buffer types (AMX, REPACK), and why."""
-
-    enabled: bool
-    reason: str
 
 
 @dataclass(frozen=True)

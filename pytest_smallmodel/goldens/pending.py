@@ -34,7 +34,6 @@ from typing import Any
 from pytest_smallmodel.common.atomic import atomic_write_text
 
 PENDING_FORMAT = 1
-DEFAULT_PENDING_DIR = ".smallmodel/pending"
 PENDING_SUFFIX = ".json"
 
 
@@ -246,7 +245,6 @@ def iter_pending(pending_dir: Path) -> Iterator[Pending | CorruptPending]:
 
 
 __all__ = [
-    "DEFAULT_PENDING_DIR",
     "PENDING_FORMAT",
     "CorruptPending",
     "Pending",

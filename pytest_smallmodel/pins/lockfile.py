@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_smallmodel.common.atomic import atomic_write_text
 from pytest_smallmodel.common.errors import LockError, file_error
+from pytest_smallmodel.pins.source_specs import SOURCE_SPECS, SourceSpec
 
-if TYPE_CHECKING:
-    from pytest_smallmodel.pins.sources.base import Source
 
 LOCK_VERSION = 1
 LOCK_HEADER = (
@@ -60,8 +59,8 @@ class LockedModel:
         return self.source_kind.kind
 
     @property
-    def source_kind(self) -> Source:
-        for kind, source_kind in _source_kinds().items():
+    def source_kind(self) -> SourceSpec:
+        for kind, source_kind in SOURCE_SPECS.items():
             if kind in self.source:
                 return source_kind
         raise LockError(f"models.lock: model {self.name!r} has no source kind")  # schema forbids
@@ -73,14 +72,7 @@ class LockedModel:
 
     def describe_source(self) -> str:
         """One line for tables and messages, e.g. ``hf:org/repo@abc1234/file.gguf``."""
-        return self.source_kind.describe(self)
-
-
-def _source_kinds() -> Mapping[str, Source]:
-    # Imported at call time: the kinds build pins, so they import this module.
-    from pytest_smallmodel.pins.sources import KINDS
-
-    return KINDS
+        return self.source_kind.describe(self.source)
 
 
 @dataclass(frozen=True)

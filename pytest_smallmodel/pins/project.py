@@ -17,11 +17,11 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, cast
 
 from pytest_smallmodel.common.errors import ConfigError
-from pytest_smallmodel.goldens.pending import DEFAULT_PENDING_DIR
+from pytest_smallmodel.pins.source_specs import SOURCE_SPECS, check_relative_path
 
-if TYPE_CHECKING:
-    from pytest_smallmodel.pins.sources.base import Source
 
+# Pending goldens (failed assertions' new results), relative to the pytest rootdir.
+DEFAULT_PENDING_DIR = ".smallmodel/pending"
 MODEL_NAME_RE: re.Pattern[str] = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
 # Every key of [tool.smallmodel]; docs/configuration.md describes each.
@@ -65,7 +65,7 @@ class Serving:
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    kind: str  # the key of its kind of source (pytest_smallmodel.pins.sources.KINDS): "hf", "url"...
+    kind: str  # the key of its kind of source (source_specs.SOURCE_SPECS): "hf", "url"...
     source: Mapping[str, str]
     settings: Mapping[str, Any]
     embedding: bool
@@ -75,11 +75,11 @@ class ModelSpec:
     @property
     def is_glob(self) -> bool:
         """True when the spec names its file with a pattern that lock must resolve."""
-        return _source_kinds()[self.kind].is_glob(self.source)
+        return SOURCE_SPECS[self.kind].is_glob(self.source)
 
     def normalized_source(self) -> dict[str, str]:
         """The declared source with defaults filled in: what a pin must agree with to be fresh."""
-        return _source_kinds()[self.kind].normalized(self.source)
+        return SOURCE_SPECS[self.kind].normalized(self.source)
 
 
 @dataclass(frozen=True)
@@ -116,13 +116,6 @@ class Project:
         """Where --smallmodel-cache stores results."""
         configured = self.options.result_cache_dir
         return self.cache_dir / "results" if configured is None else self.root / configured
-
-
-def _source_kinds() -> Mapping[str, Source]:
-    # Imported at call time: the kinds read specs and projects, so they import this module.
-    from pytest_smallmodel.pins.sources import KINDS
-
-    return KINDS
 
 
 def find_pyproject(start: Path) -> Path | None:
@@ -280,7 +273,7 @@ def _parse_spec(pyproject: Path, name: object, raw: object) -> ModelSpec:
             f'{where}: must be a table such as {{ hf = "org/repo", file = "model.gguf" }}.'
         )
 
-    source_kinds = _source_kinds()
+    source_kinds = SOURCE_SPECS
     kinds = [kind for kind in source_kinds if kind in raw]
     if len(kinds) != 1:
         found = f"found {', '.join(kinds)}" if kinds else "found none"
@@ -372,17 +365,3 @@ def _parse_serving(where: str, raw: Mapping[str, Any]) -> Serving:
             + "."
         )
     return Serving(backend=backend, server=server, api=api)
-
-
-def check_relative_path(where: str, key: str, value: str) -> None:
-    """Reject paths that leave their root, so a spec cannot point outside the repo/project."""
-    pure = PurePosixPath(value.replace("\\", "/"))
-    if pure.is_absolute() or re.match(r"^[A-Za-z]:", value):
-        raise ConfigError(
-            f"{where}: {key} = {value!r} must be a relative path inside its root, not absolute."
-        )
-    if ".." in pure.parts:
-        raise ConfigError(
-            f"{where}: {key} = {value!r} escapes its root with '..'; "
-            "use a path inside the project (or repo / distribution)."
-        )

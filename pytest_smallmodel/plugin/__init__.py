@@ -27,8 +27,8 @@ from pytest_smallmodel.plugin.golden import (
     golden_extension_class,
     parse_golden,
 )
-from pytest_smallmodel.goldens.pending import DEFAULT_PENDING_DIR, PendingStore
-from pytest_smallmodel.pins.project import Project, load_project
+from pytest_smallmodel.goldens.pending import PendingStore
+from pytest_smallmodel.pins.project import DEFAULT_PENDING_DIR, Project, load_project
 from pytest_smallmodel.goldens.records import GoldenRecord
 from pytest_smallmodel.engine.registry import ModelReference, ModelRegistry, ModelUnavailable
 from pytest_smallmodel.engine.result_cache import ResultCache

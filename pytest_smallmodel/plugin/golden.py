@@ -26,6 +26,7 @@ from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
 from pytest_smallmodel.common.atomic import atomic_write_text
 from pytest_smallmodel.drift.rules import DriftPolicy, compare, corrupt_verdict, missing_verdict
+from pytest_smallmodel.drift import explanation
 from pytest_smallmodel.drift.reports import DriftLog
 from pytest_smallmodel.common.errors import FileSystemError, GoldenError, SmallModelError
 from pytest_smallmodel.goldens.file_format import (
@@ -221,9 +222,9 @@ class GoldenExtension(SingleFileSnapshotExtension):
         self, serialized_data: SerializableData, snapshot_data: SerializableData
     ) -> Iterator[str]:
         if self.verdict is not None:
-            yield from self.verdict.lines
+            yield from explanation.lines(self.verdict)
         else:
-            yield from missing_verdict(self.display_path(self.location)).lines
+            yield from explanation.lines(missing_verdict(self.display_path(self.location)))
 
 
 def golden_extension_class(
@@ -335,8 +336,8 @@ class GoldenAssertion(SnapshotAssertion):
             result.asserted_data,
             test=self.test_location.nodeid,
             outcome=verdict.outcome.value,
-            headline=verdict.headline,
-            report=verdict.lines,
+            headline=explanation.headline(verdict),
+            report=explanation.lines(verdict),
         )
 
     __hash__ = None  # type: ignore[assignment]

@@ -15,6 +15,7 @@ import jsonschema
 import pytest
 
 from pytest_smallmodel.drift.rules import DEFAULT_TOLERANCE, DriftPolicy, compare, cosine_similarity
+from pytest_smallmodel.drift import explanation
 from pytest_smallmodel.drift.reports import DriftLog
 from pytest_smallmodel.plugin.golden import parse_golden, serialize_record
 from pytest_smallmodel.goldens.records import GoldenRecord, record_of
@@ -137,13 +138,13 @@ def test_same_fingerprint_requires_identical_tokens() -> None:
     live = _generation(LIVE_STEPS, scorer=fake_scorer({1: (5, 0.05)}))
     verdict = check(_generation(GOLDEN_STEPS), live)
     assert not verdict.passed and verdict.outcome is Outcome.MISMATCH
-    assert "exact mode" in verdict.headline
+    assert "exact mode" in explanation.headline(verdict)
 
 
 def test_model_change_fails_naming_both_short_shas() -> None:
     verdict = check(_generation(GOLDEN_STEPS), _generation(GOLDEN_STEPS, sha256=OTHER_SHA))
     assert not verdict.passed and verdict.outcome is Outcome.MODEL_CHANGED
-    assert verdict.headline == (
+    assert explanation.headline(verdict) == (
         "golden recorded with smollm2@b179c95, this run uses smollm2@5e1d2f0: "
         "review the outputs and run --snapshot-update"
     )
@@ -153,7 +154,7 @@ def test_request_change_fails_with_request_and_output_diff() -> None:
     live = _generation(LIVE_STEPS, request=_request(prompt="Say hi", prompt_tokens=(7, 9)))
     verdict = check(_generation(GOLDEN_STEPS), live)
     assert verdict.outcome is Outcome.REQUEST_CHANGED and not verdict.passed
-    text = verdict.explanation
+    text = explanation.text(verdict)
     assert '-  "prompt": "Say hello"' in text and '+  "prompt": "Say hi"' in text
     assert "output diff" in text and "+Hello friend!" in text
 
@@ -167,7 +168,7 @@ def test_prompt_tokens_changed_for_same_text_is_runtime_drift() -> None:
     live = _generation(GOLDEN_STEPS, request=_request(prompt_tokens=(7, 80, 81)))
     verdict = check(_generation(GOLDEN_STEPS), live)
     assert verdict.passed and verdict.outcome is Outcome.IDENTICAL_NEW_FINGERPRINT
-    assert "prompt token ids changed although the prompt text did not" in verdict.explanation
+    assert "prompt token ids changed although the prompt text did not" in explanation.text(verdict)
     assert [c.path for c in verdict.changed] == ["request.prompt_tokens"]
     strict = check(_generation(GOLDEN_STEPS), live, strict=True)
     assert strict.passed  # output tokens identical: strict asks for nothing more
@@ -196,7 +197,7 @@ def test_another_engine_is_named_with_the_fields_both_record() -> None:
     verdict = check(golden, _generation(GOLDEN_STEPS, fingerprint=server))
     assert verdict.passed and verdict.outcome is Outcome.IDENTICAL_NEW_FINGERPRINT
     assert [c.path for c in verdict.changed] == ["engine", "settings.n_ctx"]
-    assert "engine: llama-cpp-python -> llama-server" in verdict.explanation
+    assert "engine: llama-cpp-python -> llama-server" in explanation.text(verdict)
 
 
 def test_n_threads_alone_is_not_a_fingerprint_change() -> None:
@@ -208,8 +209,8 @@ def test_tolerance_mode_near_tie_passes_and_reports_changed_fields() -> None:
     live = _generation(LIVE_STEPS, fingerprint=NEW_RUNTIME, scorer=fake_scorer({1: (5, 0.15)}))
     verdict = check(_generation(GOLDEN_STEPS), live)
     assert verdict.passed and verdict.outcome is Outcome.TOLERATED
-    assert "max gap 0.1500 at step 1" in verdict.headline
-    assert "llama_cpp_python: 0.3.16 -> 0.3.36" in verdict.explanation
+    assert "max gap 0.1500 at step 1" in explanation.headline(verdict)
+    assert "llama_cpp_python: 0.3.16 -> 0.3.36" in explanation.text(verdict)
 
 
 def test_tolerance_mode_large_gap_fails() -> None:
@@ -218,14 +219,14 @@ def test_tolerance_mode_large_gap_fails() -> None:
     )
     verdict = check(_generation(GOLDEN_STEPS), live)
     assert not verdict.passed and verdict.outcome is Outcome.DRIFT
-    assert "at step 2 the golden token '!' (id 4) is 3.0000 nats below the best" in verdict.headline
-    assert "1 step(s) above tolerance" in verdict.explanation
+    assert "at step 2 the golden token '!' (id 4) is 3.0000 nats below the best" in explanation.headline(verdict)
+    assert "1 step(s) above tolerance" in explanation.text(verdict)
 
 
 def test_strict_mode_fails_a_near_tie() -> None:
     live = _generation(LIVE_STEPS, fingerprint=NEW_RUNTIME, scorer=fake_scorer({1: (5, 0.15)}))
     verdict = check(_generation(GOLDEN_STEPS), live, strict=True)
-    assert not verdict.passed and "strict mode" in verdict.headline
+    assert not verdict.passed and "strict mode" in explanation.headline(verdict)
 
 
 def test_tolerance_is_configurable() -> None:
@@ -235,12 +236,12 @@ def test_tolerance_is_configurable() -> None:
 
 def test_tolerance_mode_without_scorer_fails_explaining_why() -> None:
     verdict = check(_generation(GOLDEN_STEPS), _generation(LIVE_STEPS, fingerprint=NEW_RUNTIME))
-    assert not verdict.passed and "no live scorer" in verdict.headline
+    assert not verdict.passed and "no live scorer" in explanation.headline(verdict)
 
 
 def test_report_names_divergent_step_tokens_margins_and_top5() -> None:
     live = _generation(LIVE_STEPS, scorer=fake_scorer({1: (5, 0.15)}))
-    text = check(_generation(GOLDEN_STEPS), live).explanation
+    text = explanation.text(check(_generation(GOLDEN_STEPS), live))
     assert "golden: golden/t.json" in text and "model: smollm2@b179c95" in text
     assert "first divergent step: 1 (character 5 of the golden text)" in text
     assert (
@@ -267,7 +268,7 @@ def test_labels_tolerance_uses_label_logprobs() -> None:
     )
     verdict = check(golden, near)
     assert verdict.passed and verdict.outcome is Outcome.TOLERATED
-    assert "'billing': -0.5000 -> -0.7000  <- golden" in verdict.explanation
+    assert "'billing': -0.5000 -> -0.7000  <- golden" in explanation.text(verdict)
     far = Label("bug", logprobs={"billing": -3.0, "bug": -0.1}, provenance=near.provenance)
     assert not check(golden, far).passed
     assert not check(golden, near, strict=True).passed
@@ -287,9 +288,9 @@ def test_embeddings_identical_or_cosine_threshold() -> None:
     assert check(golden, _embedding([0.1, 0.2, 0.3], FINGERPRINT)).passed
     assert not check(golden, _embedding([0.1, 0.2, 0.30001], FINGERPRINT)).passed
     close = check(golden, _embedding([0.1, 0.2, 0.30001], NEW_RUNTIME))
-    assert close.passed and "cosine similarity 1.000000" in close.explanation
+    assert close.passed and "cosine similarity 1.000000" in explanation.text(close)
     far = check(golden, _embedding([0.3, 0.2, 0.1], NEW_RUNTIME))
-    assert not far.passed and "max absolute difference 0.2" in far.explanation
+    assert not far.passed and "max absolute difference 0.2" in explanation.text(far)
     assert cosine_similarity([1.0, 0.0], [0.0, 1.0]) == 0.0
 
 
@@ -314,10 +315,10 @@ def test_extraction_reports_deepdiff_and_schema_errors() -> None:
 
     golden = extraction(steps_a, '{"age": 34}')
     live = extraction(steps_b, '{"age": 3"x"}')
-    text = check(golden, live).explanation
+    text = explanation.text(check(golden, live))
     assert "this run output is not JSON" in text
     live = extraction(steps_b, '{"age": "x"}')
-    text = check(golden, live).explanation
+    text = explanation.text(check(golden, live))
     assert "changed fields (deepdiff):" in text and "root['age']" in text
     assert "schema error in the this run value at age: 'x' is not of type 'integer'" in text
 
@@ -325,7 +326,7 @@ def test_extraction_reports_deepdiff_and_schema_errors() -> None:
 def test_plain_values_compare_by_value() -> None:
     assert check({"a": [1, 2]}, {"a": (1, 2)}).passed
     verdict = check({"a": [1, 2]}, {"a": [1, 3]})
-    assert not verdict.passed and "root['a'][1]" in verdict.explanation
+    assert not verdict.passed and "root['a'][1]" in explanation.text(verdict)
     assert not check("one\ntwo", "one\nthree").passed
     with pytest.raises(TypeError, match="key 1 is not a string"):
         record_of({1: "x"})
@@ -523,8 +524,8 @@ def test_real_prompt_change_shows_request_diff(smollm2: Any) -> None:
     live = smollm2.generate("The three secondary colors are", max_tokens=16)
     verdict = _record_and_compare(golden, live)
     assert verdict.outcome is Outcome.REQUEST_CHANGED
-    assert '-  "prompt": "The three primary colors are"' in verdict.explanation
-    assert '+  "prompt": "The three secondary colors are"' in verdict.explanation
+    assert '-  "prompt": "The three primary colors are"' in explanation.text(verdict)
+    assert '+  "prompt": "The three secondary colors are"' in explanation.text(verdict)
 
 
 @real_model
@@ -534,12 +535,12 @@ def test_real_near_tie_divergence_passes_tolerance_fails_strict(smollm2: Any) ->
     assert live.steps[step].margin < DEFAULT_TOLERANCE
     golden = _forced_golden(smollm2, live, step, live.steps[step].top[1].token)
     verdict = _record_and_compare(golden, live)
-    assert verdict.passed and verdict.outcome is Outcome.TOLERATED, verdict.explanation
-    assert f"diverged at step {step}" in verdict.headline
+    assert verdict.passed and verdict.outcome is Outcome.TOLERATED, explanation.text(verdict)
+    assert f"diverged at step {step}" in explanation.headline(verdict)
     installed = live.fingerprint["llama_cpp_python"]
-    assert f"llama_cpp_python: 0.3.16 -> {installed}" in verdict.explanation
+    assert f"llama_cpp_python: 0.3.16 -> {installed}" in explanation.text(verdict)
     strict = _record_and_compare(golden, live, strict=True)
-    assert not strict.passed and "strict mode" in strict.headline
+    assert not strict.passed and "strict mode" in explanation.headline(strict)
 
 
 @real_model
@@ -550,7 +551,7 @@ def test_real_large_margin_divergence_fails_with_report(smollm2: Any) -> None:
     golden = _forced_golden(smollm2, live, step, live.steps[step].top[1].token)
     verdict = _record_and_compare(golden, live)
     assert verdict.outcome is Outcome.DRIFT and not verdict.passed
-    text = verdict.explanation
+    text = explanation.text(verdict)
     assert f"first divergent step: {step}" in text
     assert "teacher-forcing the golden tokens" in text and "--- golden" in text
     recorded = {"SSE3 = 1", "AVX = 1", "AVX2 = 1", "F16C = 1", "FMA = 1"}  # _older_runtime's

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pytest_smallmodel.engine.backend import ModelInfo, RepackDecision
+from pytest_smallmodel.common.fingerprint import RepackDecision
+from pytest_smallmodel.engine.backend import ModelInfo
 from pytest_smallmodel.common.errors import EngineError
 from pytest_smallmodel.common.fingerprint import decide_repack, model_fingerprint, runtime_fingerprint
 from pytest_smallmodel.common.results import FinishReason, ScoredStep, Step, Timings, TokenLogprob

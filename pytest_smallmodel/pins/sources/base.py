@@ -1,12 +1,13 @@
 """The interface every kind of model source implements, and what the kinds share.
 
-A kind (``hf``, ``url``, ``path``, ``package``) owns everything that differs between sources:
-the keys a spec declares and a pin adds, the checks of their values (with the fix), how a spec
-is resolved into a pin, where a pinned file lies on this machine, how a missing one is fetched,
-what to do when it does not match, and the one-line description in tables. Everything that is
-the same for all kinds (freshness of a pin, verification, pulling) is written once in
+A kind (``hf``, ``url``, ``path``, ``package``) owns what it does with a spec and a pin: how a
+spec is resolved into a pin, where a pinned file lies on this machine, how a missing one is
+fetched, what to do when it does not match. Its grammar (the keys a spec declares and a pin adds,
+their checks, the one-line description) is its ``SourceSpec`` in ``pins.source_specs``, which
+the spec and pin classes read without importing the operations. Everything that is the same for
+all kinds (freshness of a pin, verification, pulling) is written once in
 ``pytest_smallmodel.pins.sources`` over this interface. Adding a kind is one module plus one entry
-in ``KINDS`` there, and its part of ``lock.schema.json``.
+in ``KINDS`` there, its ``SourceSpec``, and its part of ``lock.schema.json``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Any, ClassVar
 from pytest_smallmodel.pins.gguf_info import GGUFFacts, read_facts
 from pytest_smallmodel.pins.hashing import StatCache, Verification, hash_with_cache, verify_file
 from pytest_smallmodel.pins.lockfile import LockedModel
-from pytest_smallmodel.pins.project import ModelSpec, Project, check_relative_path
+from pytest_smallmodel.pins.project import ModelSpec, Project
+from pytest_smallmodel.pins.source_specs import SourceSpec
 
 # Seconds without progress before a network call is abandoned; tests lower it.
 HTTP_TIMEOUT_S = 30.0
@@ -31,30 +33,13 @@ USER_AGENT = "pytest-smallmodel"
 class Source(ABC):
     """One kind of model source; a stateless singleton registered in ``sources.KINDS``."""
 
-    # The spec key that selects this kind, e.g. "hf".
-    kind: ClassVar[str]
-    # The keys a spec may declare, the kind's key first: the order pins and messages write.
-    declared_keys: ClassVar[tuple[str, ...]]
-    required_keys: ClassVar[frozenset[str]]
-    # The moving parts that `smallmodel lock` resolves and the pin adds (e.g. hf's commit).
-    resolved_keys: ClassVar[tuple[str, ...]] = ()
+    # The kind's grammar (keys, checks, description), which the spec and pin classes read.
+    spec: ClassVar[SourceSpec]
 
-    def check_spec(self, where: str, source: Mapping[str, str]) -> None:
-        """Reject declared values this kind cannot use, with the fix; ``where`` names the spec.
-
-        The default refuses ``file`` and ``path`` values that leave their root.
-        """
-        for key in ("file", "path"):
-            if key in source:
-                check_relative_path(where, key, source[key])
-
-    def normalized(self, source: Mapping[str, str]) -> dict[str, str]:
-        """The declared source with defaults filled in: what a pin must agree with to be fresh."""
-        return dict(source)
-
-    def is_glob(self, source: Mapping[str, str]) -> bool:
-        """True when the spec names its file with a pattern that `lock` resolves to one file."""
-        return False
+    @property
+    def kind(self) -> str:
+        """The spec key that selects this kind, e.g. "hf"."""
+        return self.spec.kind
 
     @abstractmethod
     def resolve(self, project: Project, spec: ModelSpec, *, progress: bool) -> LockedModel:
@@ -84,10 +69,6 @@ class Source(ABC):
         Local kinds have nothing to download: the verification already says what to do.
         """
         return current
-
-    @abstractmethod
-    def describe(self, locked: LockedModel) -> str:
-        """One line for tables and messages, e.g. ``hf:org/repo@abc1234/file.gguf``."""
 
     def local_path(self, project: Project, locked: LockedModel) -> Path | None:
         """Where the pinned file is on this machine, or None when it is not present."""

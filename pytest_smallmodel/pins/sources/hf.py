@@ -34,6 +34,7 @@ from pytest_smallmodel.pins.gguf_info import GGUFFacts, read_facts, read_facts_f
 from pytest_smallmodel.pins.hashing import Verification
 from pytest_smallmodel.pins.lockfile import LockedModel
 from pytest_smallmodel.pins.project import ModelSpec, Project
+from pytest_smallmodel.pins.source_specs import DEFAULT_HF_REVISION, HuggingFaceSpec, is_glob
 from pytest_smallmodel.pins.sources import base
 from pytest_smallmodel.pins.sources.base import (
     USER_AGENT,
@@ -44,29 +45,10 @@ from pytest_smallmodel.pins.sources.base import (
     quiet_tqdm_class,
 )
 
-DEFAULT_HF_REVISION = "main"
-_HF_REPO_RE = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
-_GLOB_CHARS = frozenset("*?[")
 
 
 class HuggingFaceSource(Source):
-    kind = "hf"
-    declared_keys = ("hf", "file", "revision")
-    required_keys = frozenset({"hf", "file"})
-    resolved_keys = ("commit", "filename")
-
-    def check_spec(self, where: str, source: Mapping[str, str]) -> None:
-        if not _HF_REPO_RE.fullmatch(source["hf"]):
-            raise ConfigError(
-                f'{where}: hf = {source["hf"]!r} is not a Hugging Face repo id; use "org/name".'
-            )
-        super().check_spec(where, source)
-
-    def normalized(self, source: Mapping[str, str]) -> dict[str, str]:
-        return {**source, "revision": source.get("revision", DEFAULT_HF_REVISION)}
-
-    def is_glob(self, source: Mapping[str, str]) -> bool:
-        return is_glob(source["file"])
+    spec = HuggingFaceSpec()
 
     def resolve(self, project: Project, spec: ModelSpec, *, progress: bool) -> LockedModel:
         return _resolve_hf(spec)
@@ -93,13 +75,6 @@ class HuggingFaceSource(Source):
             return downloaded_mismatch(result)
         return result
 
-    def describe(self, locked: LockedModel) -> str:
-        source = locked.source
-        return f"hf:{source['hf']}@{source['commit'][:7]}/{source['filename']}"
-
-
-def is_glob(pattern: str) -> bool:
-    return any(char in _GLOB_CHARS for char in pattern)
 
 
 def _discard(path: Path) -> None:

@@ -8,14 +8,12 @@ from pathlib import Path
 from pytest_smallmodel.common.errors import SourceError
 from pytest_smallmodel.pins.lockfile import LockedModel
 from pytest_smallmodel.pins.project import ModelSpec, Project
+from pytest_smallmodel.pins.source_specs import PackageSpec
 from pytest_smallmodel.pins.sources.base import Source, hash_local, make_pin
 
 
 class PackageSource(Source):
-    kind = "package"
-    declared_keys = ("package", "file")
-    required_keys = frozenset({"package", "file"})
-    resolved_keys = ("version",)
+    spec = PackageSpec()
 
     def resolve(self, project: Project, spec: ModelSpec, *, progress: bool) -> LockedModel:
         package, file = spec.source["package"], spec.source["file"]
@@ -51,10 +49,6 @@ class PackageSource(Source):
             f"{_install_pinned(locked)}; if the new version is intended, run "
             f"`smallmodel lock --upgrade {locked.name}` and commit models.lock."
         )
-
-    def describe(self, locked: LockedModel) -> str:
-        source = locked.source
-        return f"package:{source['package']}=={source['version']}/{source['file']}"
 
 
 def _install_pinned(locked: LockedModel) -> str:

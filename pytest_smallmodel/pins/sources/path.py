@@ -7,13 +7,12 @@ from pathlib import Path
 from pytest_smallmodel.common.errors import ConfigError, SourceError
 from pytest_smallmodel.pins.lockfile import LockedModel
 from pytest_smallmodel.pins.project import ModelSpec, Project
+from pytest_smallmodel.pins.source_specs import PathSpec
 from pytest_smallmodel.pins.sources.base import Source, hash_local, make_pin
 
 
 class PathSource(Source):
-    kind = "path"
-    declared_keys = ("path",)
-    required_keys = frozenset({"path"})
+    spec = PathSpec()
 
     def resolve(self, project: Project, spec: ModelSpec, *, progress: bool) -> LockedModel:
         path = project_file(project, spec.name, spec.source["path"])
@@ -49,9 +48,6 @@ class PathSource(Source):
             f"The file was changed: restore the pinned version, or if the change is intended run "
             f"`smallmodel lock --upgrade {locked.name}` and commit models.lock."
         )
-
-    def describe(self, locked: LockedModel) -> str:
-        return f"path:{locked.source['path']}"
 
 
 def project_file(project: Project, name: str, relative: str) -> Path:

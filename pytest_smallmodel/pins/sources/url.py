@@ -30,6 +30,7 @@ from pytest_smallmodel.pins.hashing import (
 )
 from pytest_smallmodel.pins.lockfile import LockedModel
 from pytest_smallmodel.pins.project import ModelSpec, Project
+from pytest_smallmodel.pins.source_specs import UrlSpec
 from pytest_smallmodel.pins.sources import base
 from pytest_smallmodel.pins.sources.base import (
     USER_AGENT,
@@ -40,30 +41,10 @@ from pytest_smallmodel.pins.sources.base import (
 )
 
 _SAFE_NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
-_SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class UrlSource(Source):
-    kind = "url"
-    declared_keys = ("url", "sha256")
-    required_keys = frozenset({"url"})
-
-    def check_spec(self, where: str, source: Mapping[str, str]) -> None:
-        url = source["url"]
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"{where}: url = {url!r} must start with http:// or https://.")
-        digest = source.get("sha256")
-        if digest is not None and not _SHA256_RE.fullmatch(digest):
-            raise ConfigError(
-                f"{where}: sha256 = {digest!r} must be 64 hexadecimal characters "
-                "(the output of sha256sum)."
-            )
-
-    def normalized(self, source: Mapping[str, str]) -> dict[str, str]:
-        normalized = dict(source)
-        if "sha256" in normalized:
-            normalized["sha256"] = normalized["sha256"].lower()
-        return normalized
+    spec = UrlSpec()
 
     def resolve(self, project: Project, spec: ModelSpec, *, progress: bool) -> LockedModel:
         return _resolve_url(project, spec, progress=progress)
@@ -92,9 +73,6 @@ class UrlSource(Source):
                 Verification(locked.name, target, "mismatch", locked.sha256, download.sha256)
             )
         return self.verify(project, locked)
-
-    def describe(self, locked: LockedModel) -> str:
-        return f"url:{locked.source['url']}"
 
 
 def url_cache_path(project: Project, url: str) -> Path:

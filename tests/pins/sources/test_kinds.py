@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pytest_smallmodel.pins.lockfile import Lock, LockedModel, lock_schema, render_lock
+from pytest_smallmodel.pins.source_specs import SOURCE_SPECS
 from pytest_smallmodel.pins.sources import KINDS
 
 SHA = "0123456789abcdef" * 4
@@ -32,12 +33,13 @@ def test_every_kind_is_registered_under_its_key_and_in_the_lock_schema() -> None
     schema = lock_schema()
     source_schema = schema["$defs"]["model"]["properties"]["source"]
     assert [choice["required"] for choice in source_schema["oneOf"]] == [[k] for k in KINDS]
+    assert list(KINDS) == list(SOURCE_SPECS)
     for key, kind in KINDS.items():
-        assert kind.kind == key and kind.declared_keys[0] == key
-        assert kind.required_keys <= set(kind.declared_keys)
+        assert kind.kind == key and kind.spec.declared_keys[0] == key
+        assert kind.spec.required_keys <= set(kind.spec.declared_keys)
         part = schema["$defs"][f"{key}_source"]
-        assert set(part["properties"]) == {*kind.declared_keys, *kind.resolved_keys}
-        assert {*kind.required_keys, *kind.resolved_keys} <= set(part["required"])
+        assert set(part["properties"]) == {*kind.spec.declared_keys, *kind.spec.resolved_keys}
+        assert {*kind.spec.required_keys, *kind.spec.resolved_keys} <= set(part["required"])
 
 
 def test_each_pin_knows_its_kind_and_describes_itself() -> None:
