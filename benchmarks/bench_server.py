@@ -17,7 +17,8 @@ from collections.abc import Callable
 
 from suite import SUBJECTS, machine, smollm2_path
 
-from pytest_smallmodel.engine.handle import ModelHandle, ModelPool
+from pytest_smallmodel.engine.handle import ModelHandle
+from pytest_smallmodel.engine.pool import ModelPool
 from pytest_smallmodel.pins.project import Serving
 from pytest_smallmodel.common.settings import EngineSettings, default_threads
 

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pytest_smallmodel.engine.handle import ModelHandle, ModelPool
+from pytest_smallmodel.engine.handle import ModelHandle
+from pytest_smallmodel.engine.pool import ModelPool
 from pytest_smallmodel.common.settings import EngineSettings
 from pytest_smallmodel.engine.worker.parent import WorkerModel
 

@@ -224,8 +224,9 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
     """Show the llama.cpp runtime and run every locked model present here in a separate process."""
     project = _project(ctx)
     from pytest_smallmodel.cli.doctor import render_text, run_doctor
+    from pytest_smallmodel.engine.registry import ModelRegistry
 
-    report = run_doctor(project)
+    report = run_doctor(ModelRegistry(project))
     if as_json:
         import json
 

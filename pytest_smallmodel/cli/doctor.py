@@ -10,18 +10,21 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pytest_smallmodel.common.fingerprint import RepackDecision
+from pytest_smallmodel.common.results import RepackDecision
 from pytest_smallmodel.engine.backend import Backend
-from pytest_smallmodel.engine.backend_table import open_backend
+from pytest_smallmodel.engine.pool import open_backend
 from pytest_smallmodel.engine.crash import EngineCrash, missing_cpu_features
 from pytest_smallmodel.common.errors import EngineError, SmallModelError
 from pytest_smallmodel.common.fingerprint import decide_repack
-from pytest_smallmodel.pins.project import Project, Serving
-from pytest_smallmodel.engine.registry import ModelRegistry, ModelUnavailable
+from pytest_smallmodel.pins.project import Serving
+from pytest_smallmodel.pins.hashing import ModelUnavailable
 from pytest_smallmodel.common.settings import default_threads
 from pytest_smallmodel.engine.worker.parent import probe_runtime
+
+if TYPE_CHECKING:
+    from pytest_smallmodel.engine.registry import ModelRegistry
 
 PROBE_PROMPT = "The capital of France is"
 PROBE_TOKENS = 8
@@ -78,9 +81,13 @@ class DoctorReport:
         }
 
 
-def run_doctor(project: Project, *, repack_setting: str | bool | None = None) -> DoctorReport:
-    """Probe the runtime in a worker, then load and run every locked model present locally."""
-    registry = ModelRegistry(project)
+def run_doctor(
+    registry: ModelRegistry, *, repack_setting: str | bool | None = None
+) -> DoctorReport:
+    """Probe the runtime in a worker, then load and run every locked model present locally.
+
+    The caller builds the registry (``smallmodel doctor``: over the project's lock).
+    """
     settings = registry.settings_for("", {}, "doctor")
     setting = settings.repack if repack_setting is None else repack_setting
     try:

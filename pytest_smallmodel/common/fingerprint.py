@@ -16,14 +16,17 @@ import platform
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pytest_smallmodel import __version__
-from pytest_smallmodel.common.settings import IMPLICIT_SETTINGS
+from pytest_smallmodel.common.results import RepackDecision
 
 FINGERPRINT_VERSION = 1
+
+# Settings recorded only since they were added, with the value llama.cpp used before: a golden
+# without them was made with that value, so it is not a changed request.
+IMPLICIT_SETTINGS: Mapping[str, Any] = {"swa_full": True}
 
 # Fields recorded for the reader but known not to change tokens: ignored when deciding drift.
 INFORMATIONAL_FIELDS: frozenset[str] = frozenset(
@@ -42,14 +45,6 @@ IMPLICIT_FIELDS: Mapping[str, Any] = {
 _KERNEL_FLAG_RE = re.compile(
     r"^(sse\d.*|ssse3|avx.*|fma|f16c|amx.*|vnni.*|bmi2|neon|asimd.*|sve.*|sme.*|dotprod|i8mm|bf16|fp16|vsx.*)$"
 )
-
-
-@dataclass(frozen=True)
-class RepackDecision:
-    """Whether weights are repacked into llama.cpp's extra buffer types (AMX, REPACK), and why."""
-
-    enabled: bool
-    reason: str
 
 
 def sha256_file(path: Path) -> str:

@@ -17,6 +17,14 @@ FinishReason = Literal["stop", "length"]
 
 
 @dataclass(frozen=True)
+class RepackDecision:
+    """Whether weights are repacked into llama.cpp's extra buffer types (AMX, REPACK), and why."""
+
+    enabled: bool
+    reason: str
+
+
+@dataclass(frozen=True)
 class TokenLogprob:
     token: int
     text: str

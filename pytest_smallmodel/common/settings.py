@@ -81,10 +81,6 @@ class EngineSettings:
 
 SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in fields(EngineSettings))
 
-# Settings recorded only since they were added, with the value llama.cpp used before: a golden
-# without them was made with that value, so it is not a changed request.
-IMPLICIT_SETTINGS: Mapping[str, Any] = {"swa_full": True}
-
 
 def default_threads() -> int:
     """Cores available to this process, divided among pytest-xdist workers (at least one).

@@ -24,10 +24,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_smallmodel.common.fingerprint import differences
+from pytest_smallmodel.common.fingerprint import IMPLICIT_SETTINGS, differences
 from pytest_smallmodel.goldens.records import GoldenRecord, generation_of, record_of
 from pytest_smallmodel.common.results import BatchedCheck, ScoredStep, TokenLogprob
-from pytest_smallmodel.common.settings import IMPLICIT_SETTINGS
 from pytest_smallmodel.drift.verdict import (
     Divergence,
     EmbeddingScores,

@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from pytest_smallmodel.common.fingerprint import RepackDecision
+from pytest_smallmodel.common.results import RepackDecision
 from pytest_smallmodel.common.results import FinishReason, ScoredStep, Step, Timings
-from pytest_smallmodel.common.settings import EngineSettings
+
+if TYPE_CHECKING:
+    from pytest_smallmodel.common.settings import EngineSettings
 
 
 @dataclass(frozen=True)

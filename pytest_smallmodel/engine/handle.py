@@ -1,4 +1,4 @@
-"""The engine as a test sees it: ``ModelHandle`` and the pool of loaded models.
+"""The engine as a test sees it: ``ModelHandle`` over a loaded ``Backend``.
 
 Each loaded model runs in an engine worker process (``worker.py``, ``runtime.py``), so a crash
 of llama.cpp fails one test and says why instead of ending the session. Determinism rules live
@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pytest_smallmodel.engine.backend import Backend
-from pytest_smallmodel.engine.backend_table import open_backend
 from pytest_smallmodel.common.errors import EngineError
 from pytest_smallmodel.pins.project import Serving
 from pytest_smallmodel.goldens.records import GoldenRecord
@@ -60,56 +59,6 @@ class ExtractionError(EngineError):
 def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
     positions = [text.find(s) for s in stop if s and s in text]
     return text[: min(positions)] if positions else text
-
-
-@dataclass
-class ModelPool:
-    """This process's loaded models, one per (sha256, load settings, embedding)."""
-
-    _models: dict[tuple[Any, ...], Backend] = field(default_factory=dict)
-
-    def get(
-        self,
-        *,
-        name: str,
-        path: Path,
-        sha256: str,
-        settings: EngineSettings,
-        embedding: bool,
-        chat_template: str | None = None,
-        defer_weights: bool = False,
-        serving: Serving | None = None,
-        runtime: Mapping[str, Any] | None = None,
-        on_runtime: Callable[[Mapping[str, Any]], None] | None = None,
-    ) -> Backend:
-        """The loaded model for these arguments (``runtime``, ``on_runtime``: see
-        ``WorkerModel``; the result cache passes them so that cached reruns start no worker)."""
-        serving = serving or Serving()
-        key = (sha256, settings.load_key(), embedding, chat_template, serving)
-        model = self._models.get(key)
-        if model is None:
-            model = open_backend(
-                serving,
-                name=name,
-                path=path,
-                sha256=sha256,
-                settings=settings,
-                embedding=embedding,
-                chat_template=chat_template,
-                defer_weights=defer_weights,
-                runtime=runtime,
-                on_runtime=on_runtime,
-            )
-            self._models[key] = model
-        return model
-
-    def __iter__(self) -> Iterator[Backend]:
-        return iter(list(self._models.values()))
-
-    def close(self) -> None:
-        for model in self._models.values():
-            model.close()
-        self._models.clear()
 
 
 class ModelHandle:

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from pytest_smallmodel.pins.chat_template import load_template
-from pytest_smallmodel.engine.handle import ModelHandle, ModelPool
+from pytest_smallmodel.engine.handle import ModelHandle
+from pytest_smallmodel.engine.pool import ModelPool
 from pytest_smallmodel.common.errors import ConfigError, LockError, SmallModelError, VerificationError
-from pytest_smallmodel.pins.hashing import Verification
+from pytest_smallmodel.pins.hashing import ModelUnavailable, Verification
 from pytest_smallmodel.pins.lockfile import Lock, LockedModel, read_lock
 from pytest_smallmodel.pins.project import Project
 from pytest_smallmodel.engine.result_cache import ResultCache
@@ -55,18 +56,6 @@ class ModelReference:
 
     def __str__(self) -> str:
         return self.name if self.sha_prefix is None else f"{self.name}@{self.sha_prefix}"
-
-
-class ModelUnavailable(VerificationError):
-    """The pinned file is missing or does not match the lock; ``verification`` says which."""
-
-    def __init__(self, verification: Verification) -> None:
-        super().__init__(verification.message)
-        self.verification = verification
-
-    @property
-    def missing(self) -> bool:
-        return self.verification.status == "missing"
 
 
 class ModelRegistry:

@@ -213,6 +213,18 @@ class Verification:
             raise VerificationError(self.message)
 
 
+class ModelUnavailable(VerificationError):
+    """The pinned file is missing or does not match the lock; ``verification`` says which."""
+
+    def __init__(self, verification: Verification) -> None:
+        super().__init__(verification.message)
+        self.verification = verification
+
+    @property
+    def missing(self) -> bool:
+        return self.verification.status == "missing"
+
+
 def verify_file(
     name: str,
     path: Path | None,

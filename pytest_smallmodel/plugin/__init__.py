@@ -30,7 +30,8 @@ from pytest_smallmodel.plugin.golden import (
 from pytest_smallmodel.goldens.pending import PendingStore
 from pytest_smallmodel.pins.project import DEFAULT_PENDING_DIR, Project, load_project
 from pytest_smallmodel.goldens.records import GoldenRecord
-from pytest_smallmodel.engine.registry import ModelReference, ModelRegistry, ModelUnavailable
+from pytest_smallmodel.engine.registry import ModelReference, ModelRegistry
+from pytest_smallmodel.pins.hashing import ModelUnavailable
 from pytest_smallmodel.engine.result_cache import ResultCache
 from pytest_smallmodel.goldens.unused import GoldenLedger, UnusedReport, summary_lines
 from pytest_smallmodel.drift.batched import GoldenSource

@@ -74,7 +74,7 @@ def _worker_children(parent: int) -> list[int]:
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == parent and b"pytest_smallmodel.engine.worker.parent" in cmdline:
+        if ppid == parent and b"pytest_smallmodel.engine.worker.child" in cmdline:
             children.append(int(entry.name))
     return children
 

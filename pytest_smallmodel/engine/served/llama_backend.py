@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_smallmodel.common.fingerprint import RepackDecision
+from pytest_smallmodel.common.results import RepackDecision
 from pytest_smallmodel.engine.backend import Capabilities
 from pytest_smallmodel.engine.crash import CrashDiagnosis, EngineCrash, signal_name
 from pytest_smallmodel.common.errors import EngineError

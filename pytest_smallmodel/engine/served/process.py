@@ -23,7 +23,7 @@ from pytest_smallmodel.engine.crash import signal_name
 from pytest_smallmodel.common.errors import EngineError
 from pytest_smallmodel.engine.served.api import ServerAPI, ServerError
 from pytest_smallmodel.common.settings import EngineSettings
-from pytest_smallmodel.engine.worker.parent import die_with_parent
+from pytest_smallmodel.engine.worker.protocol import die_with_parent
 
 BINARY_ENV = "SMALLMODEL_LLAMA_SERVER"
 _START_TIMEOUT_FLOOR = 120.0

@@ -9,7 +9,8 @@ When the worker dies (a signal, the out-of-memory killer, an exit) or a call out
 ``timeout`` setting, the call raises ``EngineCrash`` with a ``CrashDiagnosis``. The next call
 starts a fresh worker; after a second crash every later call fails fast with the diagnosis.
 
-Run as ``python -m pytest_smallmodel.engine.worker.parent READ_FD WRITE_FD`` (the pytest side does this).
+This is the pytest side; ``child`` is the worker's side and imports nothing of this module, and
+``protocol`` is what both agree on.
 """
 
 from __future__ import annotations
@@ -35,116 +36,14 @@ from pytest_smallmodel.common.errors import EngineError
 from pytest_smallmodel.common.fingerprint import cpu_facts, decide_repack, model_fingerprint
 from pytest_smallmodel.common.results import FinishReason, ScoredStep, Step, Timings
 from pytest_smallmodel.common.settings import EngineSettings
+from pytest_smallmodel.engine.worker.protocol import (
+    DIE_WITH_PARENT_ENV,
+    WEIGHT_METHODS,
+    WorkerStartError,
+)
 
-# Methods of LlamaRuntime the pytest side may call; anything else is a protocol error.
-_METHODS = frozenset(
-    {
-        "tokenize",
-        "detokenize",
-        "piece",
-        "is_end",
-        "render_chat",
-        "decode",
-        "score",
-        "verify",
-        "continuation_logprob",
-        "label_logprobs",
-        "embed",
-        "weights_loaded",
-    }
-)
-# The calls that need the weights; the others work on a vocabulary-only load (defer_weights).
-_WEIGHT_METHODS = frozenset(
-    {"decode", "score", "verify", "continuation_logprob", "label_logprobs", "embed"}
-)
 _START_TIMEOUT_FLOOR = 60.0
 _LOG_TAIL_BYTES = 64 * 1024
-_PR_SET_PDEATHSIG = 1
-_DIE_WITH_PARENT_ENV = "SMALLMODEL_WORKER_DIE_WITH_PARENT"
-
-
-class WorkerStartError(EngineError):
-    """The worker process could not start (llama_cpp missing, import error, bad interpreter)."""
-
-
-# -- the worker side -----------------------------------------------------------------------------
-
-
-def die_with_parent() -> None:
-    """Linux: the kernel kills this process (a worker, a managed llama-server, run as its
-    ``preexec_fn``) when the pytest process dies, even mid-decode."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def serve(incoming: Connection, outgoing: Connection) -> None:
-    """Answer requests until the pytest side closes the pipe or sends ``close``."""
-    # Ctrl-C reaches the whole process group; the pytest side decides what happens to a worker.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if os.environ.get(_DIE_WITH_PARENT_ENV) == "1":
-        die_with_parent()
-    faulthandler.enable(file=sys.stderr, all_threads=True)
-    runtime: Any = None
-    while True:
-        try:
-            method, args, kwargs = incoming.recv()
-        except EOFError:
-            break
-        if method == "close":
-            break
-        try:
-            if method == "hello":
-                result: Any = _hello()
-            elif method == "load":
-                from pytest_smallmodel.engine.worker.runtime import LlamaRuntime
-
-                runtime = LlamaRuntime(**kwargs)
-                result = runtime.info
-            elif method == "weights_loaded" and runtime is not None:
-                result = runtime.weights_loaded  # a property: answering it loads nothing
-            elif method in _METHODS and runtime is not None:
-                result = getattr(runtime, method)(*args, **kwargs)
-            else:
-                raise EngineError(f"engine worker: unknown request {method!r}")
-        except EngineError as error:
-            outgoing.send(("error", error))
-        except Exception:
-            outgoing.send(("bug", traceback.format_exc()))
-        else:
-            outgoing.send(("ok", result))
-        sys.stderr.flush()
-    if runtime is not None:
-        runtime.close()
-
-
-def _hello() -> dict[str, Any]:
-    """The runtime facts of this process (import errors surface here, as a clear message)."""
-    try:
-        from pytest_smallmodel.common.fingerprint import runtime_fingerprint
-    except ImportError as error:  # pragma: no cover - the package imports nothing optional
-        raise EngineError(f"engine worker: {error}") from None
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError as error:
-        raise WorkerStartError(
-            f"the engine worker cannot import llama_cpp ({error}) with {sys.executable}: "
-            "install llama-cpp-python in this environment (pip install llama-cpp-python)"
-        ) from None
-    return dict(runtime_fingerprint())
-
-
-def main(argv: Sequence[str]) -> int:
-    read_fd, write_fd = (int(x) for x in argv[:2])
-    serve(Connection(read_fd, writable=False), Connection(write_fd, readable=False))
-    return 0
-
-
-# -- the pytest side -----------------------------------------------------------------------------
-
-
 def _oom_kills() -> int | None:
     """The memory cgroup's oom_kill counter (cgroup v2), to tell the OOM killer from a kill -9."""
     try:
@@ -172,14 +71,14 @@ class _Process:
         # The kernel's parent-death signal follows the spawning *thread*: ask for it only when
         # the main thread spawns, or a worker started from a short-lived thread would be killed.
         is_main = threading.current_thread() is threading.main_thread()
-        env[_DIE_WITH_PARENT_ENV] = "1" if is_main else "0"
+        env[DIE_WITH_PARENT_ENV] = "1" if is_main else "0"
         self.oom_kills_at_start = _oom_kills()
         with log_path.open("ab") as log:
             self.popen = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
-                    "pytest_smallmodel.engine.worker.parent",
+                    "pytest_smallmodel.engine.worker.child",
                     str(child_read),
                     str(child_write),
                 ],
@@ -252,7 +151,7 @@ def probe_runtime(*, timeout: float) -> dict[str, Any]:
         returncode = process.kill()
         tail, fault = split_log(process.log_text())
         raise WorkerStartError(
-            f"the engine worker ({sys.executable} -m pytest_smallmodel.engine.worker.parent) ended before it "
+            f"the engine worker ({sys.executable} -m pytest_smallmodel.engine.worker.child) ended before it "
             f"answered ({signal_name(returncode) or f'exit code {returncode}'}):\n"
             + "\n".join([*fault, *tail])
         ) from None
@@ -405,7 +304,7 @@ class WorkerModel:
                     if first
                     else f"restarting the worker before {method}"
                 )
-            if method in _WEIGHT_METHODS:
+            if method in WEIGHT_METHODS:
                 self.stats.weights_loaded = True
             return self._exchange(
                 method,
@@ -481,7 +380,7 @@ class WorkerModel:
         if not self._runtime and cause == "exit":  # e.g. a Python error before it could answer
             raise WorkerStartError(
                 f"the engine worker for model {self.name} could not start "
-                f"({sys.executable} -m pytest_smallmodel.engine.worker.parent):\n{diagnosis.text()}"
+                f"({sys.executable} -m pytest_smallmodel.engine.worker.child):\n{diagnosis.text()}"
             )
         raise EngineCrash(diagnosis)
 
@@ -600,11 +499,3 @@ class WorkerModel:
     def embed(self, text: str, *, timeout: float | None = None) -> list[float]:
         result: list[float] = self.call("embed", text, timeout=timeout)
         return result
-
-
-if __name__ == "__main__":
-    # Serve from the module under its package name, so exceptions pickle as
-    # pytest_smallmodel.engine.worker.parent.X rather than __main__.X, which the pytest side cannot import.
-    from pytest_smallmodel.engine.worker.parent import main as package_main
-
-    sys.exit(package_main(sys.argv[1:]))

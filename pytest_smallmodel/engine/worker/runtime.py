@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pytest_smallmodel.common.fingerprint import RepackDecision
+from pytest_smallmodel.common.results import RepackDecision
 from pytest_smallmodel.engine.backend import ModelInfo
 from pytest_smallmodel.common.errors import EngineError
 from pytest_smallmodel.common.fingerprint import decide_repack, model_fingerprint, runtime_fingerprint

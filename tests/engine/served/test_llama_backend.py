@@ -12,7 +12,8 @@ from real_model import SMOLLM2_SHA256, smollm2_path
 from server_fixtures import require_server, running_server, smollm2_q4_0
 
 from pytest_smallmodel.engine.backend import Backend
-from pytest_smallmodel.engine.handle import ModelHandle, ModelPool
+from pytest_smallmodel.engine.handle import ModelHandle
+from pytest_smallmodel.engine.pool import ModelPool
 from pytest_smallmodel.common.errors import EngineError
 from pytest_smallmodel.pins.project import Serving
 from pytest_smallmodel.engine.served.api import ServerUnreachable

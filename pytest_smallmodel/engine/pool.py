@@ -1,4 +1,5 @@
-"""Which ``Backend`` runs a model, from its spec's ``backend``/``server``/``api`` (one entry each).
+"""The loaded models of this process (``ModelPool``), each opened by the ``Backend`` its spec's
+``backend``/``server``/``api`` names (one entry each in ``_OPENERS``).
 
 docs/backends.md describes the backends; each lives in its own module and implements
 ``backend.Backend``. Importing a backend's module is deferred until a spec asks for it.
@@ -6,8 +7,8 @@ docs/backends.md describes the backends; each lives in its own module and implem
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +86,53 @@ def open_backend(
     }
     options = WorkerOptions(defer_weights, runtime, on_runtime)
     return _OPENERS[(serving.backend, serving.api)](serving, model, options)
+
+
+@dataclass
+class ModelPool:
+    """This process's loaded models, one per (sha256, load settings, embedding)."""
+
+    _models: dict[tuple[Any, ...], Backend] = field(default_factory=dict)
+
+    def get(
+        self,
+        *,
+        name: str,
+        path: Path,
+        sha256: str,
+        settings: EngineSettings,
+        embedding: bool,
+        chat_template: str | None = None,
+        defer_weights: bool = False,
+        serving: Serving | None = None,
+        runtime: Mapping[str, Any] | None = None,
+        on_runtime: Callable[[Mapping[str, Any]], None] | None = None,
+    ) -> Backend:
+        """The loaded model for these arguments (``runtime``, ``on_runtime``: see
+        ``WorkerModel``; the result cache passes them so that cached reruns start no worker)."""
+        serving = serving or Serving()
+        key = (sha256, settings.load_key(), embedding, chat_template, serving)
+        model = self._models.get(key)
+        if model is None:
+            model = open_backend(
+                serving,
+                name=name,
+                path=path,
+                sha256=sha256,
+                settings=settings,
+                embedding=embedding,
+                chat_template=chat_template,
+                defer_weights=defer_weights,
+                runtime=runtime,
+                on_runtime=on_runtime,
+            )
+            self._models[key] = model
+        return model
+
+    def __iter__(self) -> Iterator[Backend]:
+        return iter(list(self._models.values()))
+
+    def close(self) -> None:
+        for model in self._models.values():
+            model.close()
+        self._models.clear()
