@@ -65,15 +65,20 @@ class ModelHandle:
     """What a test gets from the ``model`` fixture."""
 
     def __init__(
-        self, model: Backend, settings: EngineSettings, cache: ResultCache | None = None
+        self,
+        model: Backend,
+        settings: EngineSettings,
+        cache: ResultCache | None = None,
+        *,
+        goldens: GoldenSource | None = None,
     ) -> None:
         self._model = model
         self.settings = settings
         self._cache = cache
-        # The running test's goldens (set by the plugin when the test uses ``golden``): in
-        # tolerance mode a golden is checked with one batched pass before anything is decoded.
-        self.goldens: GoldenSource | None = None
-        self.verify_batched = True
+        # The running test's goldens (the plugin passes them when the test uses ``golden`` and
+        # verifies batched): in tolerance mode a golden is checked with one batched pass before
+        # anything is decoded.
+        self.goldens = goldens
         if cache is not None:
             cache.check_backend(model.fingerprint)
         self.name = model.name
@@ -237,7 +242,6 @@ class ModelHandle:
         be compared with, or None when no golden applies (exact mode, strict, no golden)."""
         if (
             self.goldens is None
-            or not self.verify_batched
             or not self._model.capabilities.teacher_forcing
         ):
             return None

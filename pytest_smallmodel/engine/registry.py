@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_smallmodel.pins.chat_template import load_template
+from pytest_smallmodel.drift.batched import GoldenSource
 from pytest_smallmodel.engine.handle import ModelHandle
 from pytest_smallmodel.engine.pool import ModelPool
 from pytest_smallmodel.common.errors import ConfigError, LockError, SmallModelError, VerificationError
@@ -151,8 +152,15 @@ class ModelRegistry:
         return merge_settings(*layers)
 
     def handle(
-        self, reference: ModelReference, overrides: Mapping[str, Any], *, where: str
+        self,
+        reference: ModelReference,
+        overrides: Mapping[str, Any],
+        *,
+        where: str,
+        goldens: GoldenSource | None = None,
     ) -> ModelHandle:
+        """The handle of a verified, loaded model; ``goldens``: the running test's, checked with
+        one batched pass in tolerance mode (``--smallmodel-verify=batched``)."""
         locked = self.resolve(reference)
         settings = self.settings_for(locked.name, overrides, where)
         path = self.verified_path(locked)
@@ -173,7 +181,7 @@ class ModelRegistry:
             serving=spec.serving if spec is not None else None,
         )
         self.used[locked.name] = locked
-        return ModelHandle(loaded, settings, self.result_cache)
+        return ModelHandle(loaded, settings, self.result_cache, goldens=goldens)
 
     def close(self) -> None:
         self.pool.close()

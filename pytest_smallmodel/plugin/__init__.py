@@ -318,20 +318,23 @@ def model(request: pytest.FixtureRequest) -> ModelHandle:
     overrides = dict(marker.kwargs) if marker is not None else {}
     session = _session(request.config)
     reference = ModelReference.parse(raw)
+    goldens = None
+    if (
+        "golden" in request.fixturenames
+        and isinstance(node, pytest.Item)
+        and request.config.getoption("smallmodel_verify") == "batched"
+    ):
+        goldens = GoldenSource(
+            load=_goldens_of(node, session.golden_extension()), policy=session.drift_policy()
+        )
     try:
-        handle = session.registry.handle(
-            reference, overrides, where=f"{node.nodeid} @pytest.mark.model(...)"
+        return session.registry.handle(
+            reference, overrides, where=f"{node.nodeid} @pytest.mark.model(...)", goldens=goldens
         )
     except ModelUnavailable as error:
         if error.missing and request.config.getoption("smallmodel_missing") == "skip":
             pytest.skip(str(error))
         raise
-    if "golden" in request.fixturenames and isinstance(node, pytest.Item):
-        handle.goldens = GoldenSource(
-            load=_goldens_of(node, session.golden_extension()), policy=session.drift_policy()
-        )
-        handle.verify_batched = request.config.getoption("smallmodel_verify") == "batched"
-    return handle
 
 
 def _goldens_of(
