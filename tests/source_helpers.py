@@ -1,4 +1,4 @@
-"""Helpers shared by the tests of the source kinds (tests/sources/)."""
+"""Helpers shared by the tests of the source kinds (tests/pins/sources/)."""
 
 from __future__ import annotations
 

@@ -219,7 +219,9 @@ def test_tolerance_mode_large_gap_fails() -> None:
     )
     verdict = check(_generation(GOLDEN_STEPS), live)
     assert not verdict.passed and verdict.outcome is Outcome.DRIFT
-    assert "at step 2 the golden token '!' (id 4) is 3.0000 nats below the best" in explanation.headline(verdict)
+    assert "at step 2 the golden token '!' (id 4) is 3.0000 nats below the best" in (
+        explanation.headline(verdict)
+    )
     assert "1 step(s) above tolerance" in explanation.text(verdict)
 
 

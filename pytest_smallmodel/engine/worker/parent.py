@@ -151,8 +151,8 @@ def probe_runtime(*, timeout: float) -> dict[str, Any]:
         returncode = process.kill()
         tail, fault = split_log(process.log_text())
         raise WorkerStartError(
-            f"the engine worker ({sys.executable} -m pytest_smallmodel.engine.worker.child) ended before it "
-            f"answered ({signal_name(returncode) or f'exit code {returncode}'}):\n"
+            f"the engine worker ({sys.executable} -m pytest_smallmodel.engine.worker.child) ended "
+            f"before it answered ({signal_name(returncode) or f'exit code {returncode}'}):\n"
             + "\n".join([*fault, *tail])
         ) from None
     finally:

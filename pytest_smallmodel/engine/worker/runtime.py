@@ -558,7 +558,7 @@ class LlamaRuntime:
         The prompt's KV cache is saved after evaluation (llama.cpp's per-sequence state) and
         restored before each further continuation, so every continuation starts from the same
         cells, positions and values as a fresh ``_start`` would give: the numbers are the ones
-        ``continuation_logprob`` computes (tests/test_verify.py compares them bit for bit).
+        ``continuation_logprob`` computes (tests/drift/test_batched.py compares them bit for bit).
         """
         import llama_cpp
 
