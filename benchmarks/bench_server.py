@@ -17,10 +17,10 @@ from collections.abc import Callable
 
 from suite import SUBJECTS, machine, smollm2_path
 
+from pytest_smallmodel.common.settings import EngineSettings, default_threads
 from pytest_smallmodel.engine.handle import ModelHandle
 from pytest_smallmodel.engine.pool import ModelPool
 from pytest_smallmodel.pins.project import Serving
-from pytest_smallmodel.common.settings import EngineSettings, default_threads
 
 SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 

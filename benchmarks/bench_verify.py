@@ -181,9 +181,9 @@ def bench_tolerance(repeat: int, model: Path | None) -> float:
 def bench_classify(repeat: int) -> float:
     print(f"\n[2] classify: {len(LABELS)} labels vs 1 label on the same prompt")
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from pytest_smallmodel.common.settings import EngineSettings
     from pytest_smallmodel.engine.handle import ModelHandle
     from pytest_smallmodel.engine.pool import ModelPool
-    from pytest_smallmodel.common.settings import EngineSettings
 
     pool = ModelPool()
     try:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pytest_smallmodel.common.settings import EngineSettings
 from pytest_smallmodel.engine.handle import ModelHandle
 from pytest_smallmodel.engine.pool import ModelPool
-from pytest_smallmodel.common.settings import EngineSettings
 from pytest_smallmodel.engine.worker.parent import WorkerModel
 
 SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"

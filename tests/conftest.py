@@ -15,9 +15,9 @@ from gguf_factory import DEFAULT_CHAT_TEMPLATE, write_tiny_gguf
 from hub_server import FakeHub
 from real_model import SMOLLM2_DISTRIBUTION, SMOLLM2_SHA256, smollm2_path
 
+from pytest_smallmodel.common.settings import EngineSettings
 from pytest_smallmodel.engine.handle import ModelHandle
 from pytest_smallmodel.engine.pool import ModelPool
-from pytest_smallmodel.common.settings import EngineSettings
 
 REQUIRE_MODEL_ENV = "SMALLMODEL_REQUIRE_MODEL"
 

@@ -11,8 +11,13 @@ from pathlib import Path
 import pytest
 
 from pytest_smallmodel.common.errors import EngineError
-from pytest_smallmodel.engine.served.process import ManagedServer, find_binary, free_port, server_arguments
 from pytest_smallmodel.common.settings import EngineSettings
+from pytest_smallmodel.engine.served.process import (
+    ManagedServer,
+    find_binary,
+    free_port,
+    server_arguments,
+)
 
 
 def server_binary() -> Path | None:

@@ -14,9 +14,9 @@ from typing import Any
 
 import click
 
+from pytest_smallmodel.common.errors import ConfigError, LockError, SmallModelError, SourceError
 from pytest_smallmodel.goldens import review as review_core
 from pytest_smallmodel.pins.chat_template import template_change
-from pytest_smallmodel.common.errors import ConfigError, LockError, SmallModelError, SourceError
 from pytest_smallmodel.pins.lockfile import (
     LOCK_VERSION,
     Lock,
@@ -446,10 +446,10 @@ def compare_models(
     import json
     from dataclasses import replace
 
-    from pytest_smallmodel.common.atomic import atomic_write_text
     from pytest_smallmodel.cli.compare import peak_rss_mib, run_compare
-    from pytest_smallmodel.goldens.pending import PendingStore
+    from pytest_smallmodel.common.atomic import atomic_write_text
     from pytest_smallmodel.engine.registry import ModelReference, ModelRegistry
+    from pytest_smallmodel.goldens.pending import PendingStore
 
     project = _project(ctx)
     golden_dir = project.root / project.options.golden_dir

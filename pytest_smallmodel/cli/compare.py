@@ -24,14 +24,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_smallmodel.common.errors import ConfigError, EngineError, GoldenError
+from pytest_smallmodel.common.results import Embedding, Generation, Label, Step
 from pytest_smallmodel.drift import explanation
 from pytest_smallmodel.drift.rules import DriftPolicy, compare, cosine_similarity
-from pytest_smallmodel.common.errors import ConfigError, EngineError, GoldenError
 from pytest_smallmodel.goldens.file_format import FORMAT_VERSION, parse_golden, serialize_record
-from pytest_smallmodel.pins.lockfile import LockedModel
 from pytest_smallmodel.goldens.pending import PendingStore
 from pytest_smallmodel.goldens.records import GoldenRecord, record_of
-from pytest_smallmodel.common.results import Embedding, Generation, Label, Step
+from pytest_smallmodel.pins.lockfile import LockedModel
 
 if TYPE_CHECKING:
     # The caller (``smallmodel compare``) builds the registry and the references.

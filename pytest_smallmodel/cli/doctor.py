@@ -12,16 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from pytest_smallmodel.common.results import RepackDecision
-from pytest_smallmodel.engine.backend import Backend
-from pytest_smallmodel.engine.pool import open_backend
-from pytest_smallmodel.engine.crash import EngineCrash, missing_cpu_features
 from pytest_smallmodel.common.errors import EngineError, SmallModelError
 from pytest_smallmodel.common.fingerprint import decide_repack
-from pytest_smallmodel.pins.project import Serving
-from pytest_smallmodel.pins.hashing import ModelUnavailable
+from pytest_smallmodel.common.results import RepackDecision
 from pytest_smallmodel.common.settings import default_threads
+from pytest_smallmodel.engine.backend import Backend
+from pytest_smallmodel.engine.crash import EngineCrash, missing_cpu_features
+from pytest_smallmodel.engine.pool import open_backend
 from pytest_smallmodel.engine.worker.parent import probe_runtime
+from pytest_smallmodel.pins.hashing import ModelUnavailable
+from pytest_smallmodel.pins.project import Serving
 
 if TYPE_CHECKING:
     from pytest_smallmodel.engine.registry import ModelRegistry

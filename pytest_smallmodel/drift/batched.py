@@ -20,8 +20,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_smallmodel.drift.rules import DriftPolicy, compare
-from pytest_smallmodel.goldens.records import GoldenRecord
 from pytest_smallmodel.common.results import (
     BatchedCheck,
     ExtractedDict,
@@ -31,7 +29,9 @@ from pytest_smallmodel.common.results import (
     ScoredStep,
     Timings,
 )
+from pytest_smallmodel.drift.rules import DriftPolicy, compare
 from pytest_smallmodel.drift.verdict import Outcome
+from pytest_smallmodel.goldens.records import GoldenRecord
 
 # (display path, parsed golden) for each golden file of the running test.
 GoldenLoader = Callable[[], Sequence[tuple[str, GoldenRecord]]]

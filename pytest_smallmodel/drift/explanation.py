@@ -11,9 +11,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pytest_smallmodel.goldens.records import GoldenRecord
 from pytest_smallmodel.common.results import TokenLogprob
 from pytest_smallmodel.drift.verdict import Mode, PromptChange, Reason, Verdict
+from pytest_smallmodel.goldens.records import GoldenRecord
 
 # How many steps above tolerance a report lists before summarising the rest.
 _WORST_STEPS_SHOWN = 5

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_smallmodel.common.fingerprint import IMPLICIT_SETTINGS, differences
-from pytest_smallmodel.goldens.records import GoldenRecord, generation_of, record_of
 from pytest_smallmodel.common.results import BatchedCheck, ScoredStep, TokenLogprob
 from pytest_smallmodel.drift.verdict import (
     Divergence,
@@ -39,6 +38,7 @@ from pytest_smallmodel.drift.verdict import (
     Reason,
     Verdict,
 )
+from pytest_smallmodel.goldens.records import GoldenRecord, generation_of, record_of
 
 # Teacher-forced gaps measured on SmolLM2 Q4_1 (docs/drift.md): max 0.239 nats across two builds
 # (1,654 steps), 0.356 with flash attention toggled and 0.494 with an f32 KV cache (753 steps

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pytest_smallmodel.goldens.records import GoldenRecord, model_ref
 from pytest_smallmodel.common.results import BatchedCheck, ScoredStep, Step
+from pytest_smallmodel.goldens.records import GoldenRecord, model_ref
 
 
 class Outcome(StrEnum):

@@ -14,8 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pytest_smallmodel.common.results import RepackDecision
-from pytest_smallmodel.common.results import FinishReason, ScoredStep, Step, Timings
+from pytest_smallmodel.common.results import FinishReason, RepackDecision, ScoredStep, Step, Timings
 
 if TYPE_CHECKING:
     from pytest_smallmodel.common.settings import EngineSettings

@@ -9,26 +9,11 @@ from __future__ import annotations
 
 import json
 import numbers
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
-from pytest_smallmodel.engine.backend import Backend
 from pytest_smallmodel.common.errors import EngineError
-from pytest_smallmodel.pins.project import Serving
-from pytest_smallmodel.goldens.records import GoldenRecord
-from pytest_smallmodel.engine.result_cache import (
-    ResultCache,
-    StoredGeneration,
-    StoredLabel,
-    cache_key,
-    lookup_record,
-    stored_request,
-    stored_vector,
-    vector_payload,
-    with_request,
-)
 from pytest_smallmodel.common.results import (
     BatchedCheck,
     Embedding,
@@ -46,6 +31,19 @@ from pytest_smallmodel.common.results import (
 )
 from pytest_smallmodel.common.settings import EngineSettings
 from pytest_smallmodel.drift.batched import GoldenSource, judge
+from pytest_smallmodel.engine.backend import Backend
+from pytest_smallmodel.engine.result_cache import (
+    ResultCache,
+    StoredGeneration,
+    StoredLabel,
+    cache_key,
+    lookup_record,
+    stored_request,
+    stored_vector,
+    vector_payload,
+    with_request,
+)
+from pytest_smallmodel.goldens.records import GoldenRecord
 
 Messages = Sequence[Mapping[str, Any]]
 _T = TypeVar("_T")
@@ -240,10 +238,7 @@ class ModelHandle:
     ) -> tuple[BatchedCheck, list[ScoredStep], GoldenRecord] | None:
         """Tolerance mode only: the batched teacher-forced check of the golden this request will
         be compared with, or None when no golden applies (exact mode, strict, no golden)."""
-        if (
-            self.goldens is None
-            or not self._model.capabilities.teacher_forcing
-        ):
+        if self.goldens is None or not self._model.capabilities.teacher_forcing:
             return None
         found = self.goldens.candidate(
             model=self.name, sha256=self.sha256, request=request, fingerprint=self.fingerprint

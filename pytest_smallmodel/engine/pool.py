@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_smallmodel.common.settings import EngineSettings
 from pytest_smallmodel.engine.backend import Backend
 from pytest_smallmodel.pins.project import Serving
-from pytest_smallmodel.common.settings import EngineSettings
 
 
 @dataclass(frozen=True)

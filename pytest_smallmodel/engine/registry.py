@@ -13,16 +13,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_smallmodel.pins.chat_template import load_template
+from pytest_smallmodel.common.errors import (
+    ConfigError,
+    LockError,
+    SmallModelError,
+)
+from pytest_smallmodel.common.settings import EngineSettings, merge_settings
 from pytest_smallmodel.drift.batched import GoldenSource
 from pytest_smallmodel.engine.handle import ModelHandle
 from pytest_smallmodel.engine.pool import ModelPool
-from pytest_smallmodel.common.errors import ConfigError, LockError, SmallModelError, VerificationError
-from pytest_smallmodel.pins.hashing import ModelUnavailable, Verification
+from pytest_smallmodel.engine.result_cache import ResultCache
+from pytest_smallmodel.pins.chat_template import load_template
+from pytest_smallmodel.pins.hashing import ModelUnavailable
 from pytest_smallmodel.pins.lockfile import Lock, LockedModel, read_lock
 from pytest_smallmodel.pins.project import Project
-from pytest_smallmodel.engine.result_cache import ResultCache
-from pytest_smallmodel.common.settings import EngineSettings, merge_settings
 from pytest_smallmodel.pins.sources import pin_staleness, verify_model
 
 _REFERENCE_RE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._-]*)(?:@(?P<prefix>[0-9a-f]+))?$")

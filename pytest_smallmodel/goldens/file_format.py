@@ -16,8 +16,8 @@ from importlib import resources
 from typing import Any
 
 from pytest_smallmodel.common.errors import GoldenError
-from pytest_smallmodel.goldens.records import GoldenKind, GoldenRecord
 from pytest_smallmodel.common.results import Step, TokenLogprob
+from pytest_smallmodel.goldens.records import GoldenKind, GoldenRecord
 
 FORMAT_VERSION = 1
 _KINDS: tuple[GoldenKind, ...] = ("generation", "extraction", "label", "embedding", "text", "value")

@@ -18,12 +18,11 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pytest_smallmodel.common.atomic import atomic_write_text
 from pytest_smallmodel.common.errors import LockError, file_error
 from pytest_smallmodel.pins.source_specs import SOURCE_SPECS, SourceSpec
-
 
 LOCK_VERSION = 1
 LOCK_HEADER = (

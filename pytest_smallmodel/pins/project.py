@@ -12,13 +12,12 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from pytest_smallmodel.common.errors import ConfigError
 from pytest_smallmodel.pins.source_specs import SOURCE_SPECS, check_relative_path
-
 
 # Pending goldens (failed assertions' new results), relative to the pytest rootdir.
 DEFAULT_PENDING_DIR = ".smallmodel/pending"

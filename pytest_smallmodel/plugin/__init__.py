@@ -16,25 +16,30 @@ from typing import Any
 import pytest
 
 from pytest_smallmodel.common.atomic import check_writable
-from pytest_smallmodel.engine.backend import ModelStats
-from pytest_smallmodel.drift.rules import DriftPolicy
+from pytest_smallmodel.common.errors import (
+    ConfigError,
+    FileSystemError,
+    GoldenError,
+    SmallModelError,
+)
+from pytest_smallmodel.drift.batched import GoldenSource
 from pytest_smallmodel.drift.reports import DriftLog
+from pytest_smallmodel.drift.rules import DriftPolicy
+from pytest_smallmodel.engine.backend import ModelStats
 from pytest_smallmodel.engine.handle import ModelHandle
-from pytest_smallmodel.common.errors import ConfigError, FileSystemError, GoldenError, SmallModelError
+from pytest_smallmodel.engine.registry import ModelReference, ModelRegistry
+from pytest_smallmodel.engine.result_cache import ResultCache
+from pytest_smallmodel.goldens.pending import PendingStore
+from pytest_smallmodel.goldens.records import GoldenRecord
+from pytest_smallmodel.goldens.unused import GoldenLedger, UnusedReport, summary_lines
+from pytest_smallmodel.pins.hashing import ModelUnavailable
+from pytest_smallmodel.pins.project import DEFAULT_PENDING_DIR, Project, load_project
 from pytest_smallmodel.plugin.golden import (
     GoldenExtension,
     golden_assertion,
     golden_extension_class,
     parse_golden,
 )
-from pytest_smallmodel.goldens.pending import PendingStore
-from pytest_smallmodel.pins.project import DEFAULT_PENDING_DIR, Project, load_project
-from pytest_smallmodel.goldens.records import GoldenRecord
-from pytest_smallmodel.engine.registry import ModelReference, ModelRegistry
-from pytest_smallmodel.pins.hashing import ModelUnavailable
-from pytest_smallmodel.engine.result_cache import ResultCache
-from pytest_smallmodel.goldens.unused import GoldenLedger, UnusedReport, summary_lines
-from pytest_smallmodel.drift.batched import GoldenSource
 
 MARKER = "model"
 _WORKER_STATS_KEY = "smallmodel_stats"

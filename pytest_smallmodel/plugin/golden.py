@@ -25,10 +25,11 @@ from syrupy.data import SnapshotCollections
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
 from pytest_smallmodel.common.atomic import atomic_write_text
-from pytest_smallmodel.drift.rules import DriftPolicy, compare, corrupt_verdict, missing_verdict
+from pytest_smallmodel.common.errors import FileSystemError, GoldenError, SmallModelError
 from pytest_smallmodel.drift import explanation
 from pytest_smallmodel.drift.reports import DriftLog
-from pytest_smallmodel.common.errors import FileSystemError, GoldenError, SmallModelError
+from pytest_smallmodel.drift.rules import DriftPolicy, compare, corrupt_verdict, missing_verdict
+from pytest_smallmodel.drift.verdict import Verdict
 from pytest_smallmodel.goldens.file_format import (
     FORMAT_VERSION,
     NewerGoldenError,
@@ -38,7 +39,6 @@ from pytest_smallmodel.goldens.file_format import (
 from pytest_smallmodel.goldens.pending import PendingStore
 from pytest_smallmodel.goldens.records import record_of
 from pytest_smallmodel.goldens.unused import owns_golden
-from pytest_smallmodel.drift.verdict import Verdict
 
 if TYPE_CHECKING:
     from syrupy.assertion import AssertionResult

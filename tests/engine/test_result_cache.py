@@ -12,9 +12,11 @@ from click.testing import CliRunner
 from real_model import SMOLLM2_DISTRIBUTION, SMOLLM2_FILE, smollm2_path
 
 from pytest_smallmodel.cli import main as smallmodel_cli
+from pytest_smallmodel.common.errors import ConfigError
+from pytest_smallmodel.common.results import Request
+from pytest_smallmodel.common.settings import EngineSettings
 from pytest_smallmodel.engine.handle import ModelHandle
 from pytest_smallmodel.engine.pool import ModelPool
-from pytest_smallmodel.common.errors import ConfigError
 from pytest_smallmodel.engine.result_cache import (
     ResultCache,
     cache_key,
@@ -22,8 +24,6 @@ from pytest_smallmodel.engine.result_cache import (
     stored_request,
     with_request,
 )
-from pytest_smallmodel.common.results import Request
-from pytest_smallmodel.common.settings import EngineSettings
 from pytest_smallmodel.engine.worker.parent import WorkerModel
 
 REQUEST = {"kind": "generate", "prompt": "hi", "settings": {"n_ctx": 8}, "max_tokens": 4}

@@ -9,8 +9,14 @@ from gguf_factory import write_tiny_gguf
 from source_helpers import MakeProject
 
 from pytest_smallmodel.common.errors import LockError
+from pytest_smallmodel.pins.lock_update import (
+    IgnoredLock,
+    LockEvent,
+    Resolved,
+    check_lock,
+    update_lock,
+)
 from pytest_smallmodel.pins.lockfile import read_lock
-from pytest_smallmodel.pins.lock_update import IgnoredLock, LockEvent, Resolved, check_lock, update_lock
 from pytest_smallmodel.pins.project import Project, load_project
 
 TWO_MODELS = 'a = { path = "a.gguf" }\nb = { path = "b.gguf" }'

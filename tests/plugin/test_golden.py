@@ -10,10 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from pytest_smallmodel.goldens import file_format as golden_format
-from pytest_smallmodel.drift.rules import DriftPolicy
-from pytest_smallmodel.drift.reports import DriftLog
 from pytest_smallmodel.common.errors import GoldenError
+from pytest_smallmodel.common.results import (
+    Generation,
+    Provenance,
+    Request,
+    Step,
+    Timings,
+    TokenLogprob,
+)
+from pytest_smallmodel.drift.reports import DriftLog
+from pytest_smallmodel.drift.rules import DriftPolicy
+from pytest_smallmodel.goldens import file_format as golden_format
+from pytest_smallmodel.goldens.records import GoldenKind, record_of
 from pytest_smallmodel.plugin.golden import (
     FORMAT_VERSION,
     golden_extension_class,
@@ -22,8 +31,6 @@ from pytest_smallmodel.plugin.golden import (
     serialize_record,
     snapshot_stem,
 )
-from pytest_smallmodel.goldens.records import GoldenKind, record_of
-from pytest_smallmodel.common.results import Generation, Provenance, Request, Step, Timings, TokenLogprob
 
 SHA = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 

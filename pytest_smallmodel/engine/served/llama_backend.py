@@ -24,11 +24,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_smallmodel.common.results import RepackDecision
-from pytest_smallmodel.engine.backend import Capabilities
-from pytest_smallmodel.engine.crash import CrashDiagnosis, EngineCrash, signal_name
 from pytest_smallmodel.common.errors import EngineError
 from pytest_smallmodel.common.fingerprint import FINGERPRINT_VERSION, cpu_facts, sha256_file
+from pytest_smallmodel.common.results import (
+    FinishReason,
+    RepackDecision,
+    ScoredStep,
+    Step,
+    Timings,
+    TokenLogprob,
+)
+from pytest_smallmodel.common.settings import EngineSettings
+from pytest_smallmodel.engine.backend import Capabilities
+from pytest_smallmodel.engine.crash import CrashDiagnosis, EngineCrash, signal_name
+from pytest_smallmodel.engine.served.api import ServerAPI, ServerError, ServerUnreachable
+from pytest_smallmodel.engine.served.model import IdentityMismatch, ServedModel, logprob, piece
 from pytest_smallmodel.engine.served.process import (
     ManagedServer,
     ServerStartError,
@@ -36,10 +46,6 @@ from pytest_smallmodel.engine.served.process import (
     free_port,
     server_arguments,
 )
-from pytest_smallmodel.common.results import FinishReason, ScoredStep, Step, Timings, TokenLogprob
-from pytest_smallmodel.engine.served.model import IdentityMismatch, ServedModel, logprob, piece
-from pytest_smallmodel.engine.served.api import ServerAPI, ServerError, ServerUnreachable
-from pytest_smallmodel.common.settings import EngineSettings
 
 _PORT_ATTEMPTS = 5
 # Added to a final end-of-generation token's logit so that the sampler picks it: far above any

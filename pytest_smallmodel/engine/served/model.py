@@ -12,12 +12,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_smallmodel.engine.backend import ModelInfo, ModelStats
 from pytest_smallmodel.common.errors import EngineError
-from pytest_smallmodel.pins.gguf_info import read_facts
 from pytest_smallmodel.common.results import FinishReason, Step, Timings
 from pytest_smallmodel.common.settings import EngineSettings
+from pytest_smallmodel.engine.backend import ModelInfo, ModelStats
 from pytest_smallmodel.engine.worker.parent import WorkerModel
+from pytest_smallmodel.pins.gguf_info import read_facts
 
 
 class IdentityMismatch(EngineError):

@@ -18,13 +18,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_smallmodel.engine.backend import Capabilities
 from pytest_smallmodel.common.errors import EngineError
 from pytest_smallmodel.common.fingerprint import FINGERPRINT_VERSION
 from pytest_smallmodel.common.results import FinishReason, ScoredStep, Step, Timings, TokenLogprob
-from pytest_smallmodel.engine.served.model import ServedModel, logprob
-from pytest_smallmodel.engine.served.api import ServerAPI, ServerError
 from pytest_smallmodel.common.settings import EngineSettings
+from pytest_smallmodel.engine.backend import Capabilities
+from pytest_smallmodel.engine.served.api import ServerAPI, ServerError
+from pytest_smallmodel.engine.served.model import ServedModel, logprob
 
 NO_TEACHER_FORCING = (
     "api = 'openai' cannot teacher-force (the OpenAI API scores no given tokens): a golden "

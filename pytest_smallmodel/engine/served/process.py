@@ -19,10 +19,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from pytest_smallmodel.engine.crash import signal_name
 from pytest_smallmodel.common.errors import EngineError
-from pytest_smallmodel.engine.served.api import ServerAPI, ServerError
 from pytest_smallmodel.common.settings import EngineSettings
+from pytest_smallmodel.engine.crash import signal_name
+from pytest_smallmodel.engine.served.api import ServerAPI, ServerError
 from pytest_smallmodel.engine.worker.protocol import die_with_parent
 
 BINARY_ENV = "SMALLMODEL_LLAMA_SERVER"

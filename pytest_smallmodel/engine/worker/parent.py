@@ -16,26 +16,29 @@ This is the pytest side; ``child`` is the worker's side and imports nothing of t
 from __future__ import annotations
 
 import contextlib
-import faulthandler
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from pytest_smallmodel.engine.backend import Capabilities, ModelInfo, ModelStats
-from pytest_smallmodel.engine.crash import CrashDiagnosis, EngineCrash, hints_for, signal_name, split_log
 from pytest_smallmodel.common.errors import EngineError
 from pytest_smallmodel.common.fingerprint import cpu_facts, decide_repack, model_fingerprint
 from pytest_smallmodel.common.results import FinishReason, ScoredStep, Step, Timings
 from pytest_smallmodel.common.settings import EngineSettings
+from pytest_smallmodel.engine.backend import Capabilities, ModelInfo, ModelStats
+from pytest_smallmodel.engine.crash import (
+    CrashDiagnosis,
+    EngineCrash,
+    hints_for,
+    signal_name,
+    split_log,
+)
 from pytest_smallmodel.engine.worker.protocol import (
     DIE_WITH_PARENT_ENV,
     WEIGHT_METHODS,
@@ -44,6 +47,8 @@ from pytest_smallmodel.engine.worker.protocol import (
 
 _START_TIMEOUT_FLOOR = 60.0
 _LOG_TAIL_BYTES = 64 * 1024
+
+
 def _oom_kills() -> int | None:
     """The memory cgroup's oom_kill counter (cgroup v2), to tell the OOM killer from a kill -9."""
     try:

@@ -30,12 +30,22 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pytest_smallmodel.common.results import RepackDecision
-from pytest_smallmodel.engine.backend import ModelInfo
 from pytest_smallmodel.common.errors import EngineError
-from pytest_smallmodel.common.fingerprint import decide_repack, model_fingerprint, runtime_fingerprint
-from pytest_smallmodel.common.results import FinishReason, ScoredStep, Step, Timings, TokenLogprob
+from pytest_smallmodel.common.fingerprint import (
+    decide_repack,
+    model_fingerprint,
+    runtime_fingerprint,
+)
+from pytest_smallmodel.common.results import (
+    FinishReason,
+    RepackDecision,
+    ScoredStep,
+    Step,
+    Timings,
+    TokenLogprob,
+)
 from pytest_smallmodel.common.settings import KV_CACHE_TYPES, POOLING_TYPES, EngineSettings
+from pytest_smallmodel.engine.backend import ModelInfo
 
 _GGUF_MAGIC = b"GGUF"
 

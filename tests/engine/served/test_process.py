@@ -11,6 +11,7 @@ import pytest
 from real_model import smollm2_path
 from server_fixtures import require_server
 
+from pytest_smallmodel.common.settings import EngineSettings
 from pytest_smallmodel.engine.served import process as llama_server
 from pytest_smallmodel.engine.served.process import (
     BINARY_ENV,
@@ -20,7 +21,6 @@ from pytest_smallmodel.engine.served.process import (
     free_port,
     server_arguments,
 )
-from pytest_smallmodel.common.settings import EngineSettings
 
 
 def _script(tmp_path: Path, body: str) -> Path:

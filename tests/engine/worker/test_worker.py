@@ -138,8 +138,8 @@ def test_a_worker_restarted_from_a_short_lived_thread_outlives_the_thread() -> N
     import signal
     import threading
 
-    from pytest_smallmodel.engine.crash import EngineCrash
     from pytest_smallmodel.common.settings import EngineSettings
+    from pytest_smallmodel.engine.crash import EngineCrash
     from pytest_smallmodel.engine.worker.parent import WorkerModel
 
     path = smollm2_path()
