@@ -476,7 +476,3 @@ def compare_models(
         atomic_write_text(html_path, report.html())
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

