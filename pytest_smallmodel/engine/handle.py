@@ -43,6 +43,10 @@ from pytest_smallmodel.engine.result_cache import (
     vector_payload,
     with_request,
 )
+from pytest_smallmodel.evaluation.cases import Case
+from pytest_smallmodel.evaluation.report import EvaluationReport
+from pytest_smallmodel.evaluation.run import CaseSource, as_cases, run_cases
+from pytest_smallmodel.evaluation.stats import EvaluationError
 from pytest_smallmodel.goldens.records import GoldenRecord
 
 Messages = Sequence[Mapping[str, Any]]
@@ -444,6 +448,46 @@ class ModelHandle:
         chosen = max(labels, key=lambda label: logprobs[label])
         self._store(key, request, StoredLabel(chosen, logprobs).payload())
         return Label(chosen, logprobs=logprobs, provenance=self._provenance(request))
+
+    def evaluate(
+        self,
+        cases: CaseSource,
+        task: Callable[[ModelHandle, Case], Any],
+        *,
+        labels: Sequence[str] | None = None,
+    ) -> EvaluationReport:
+        """Run ``task(model, case)`` on every case (a dataset path, or a list of rows or
+        ``Case`` objects) and score each output against the case's expected value.
+
+        The report holds accuracy and, where cases expect them, per-label and per-field metrics,
+        each with its 95 % Wilson interval, the wrong cases, and latency per case measured after
+        one warm-up call (a result from the result cache is "not measured"). ``labels``, when
+        given, are checked against every expected label before anything runs."""
+        listed = as_cases(cases)
+        if labels is not None:
+            for case in listed:
+                expected = getattr(case.expected, "label", None)
+                if expected is not None and expected not in labels:
+                    raise EvaluationError(
+                        f"case {case.id!r} ({case.where}): its expected label {expected!r} is "
+                        f"not among the labels {', '.join(map(repr, labels))}"
+                    )
+        stats = self._model.stats
+
+        def warm_up(case: Case) -> None:
+            cache, self._cache = self._cache, None
+            try:
+                task(self, case)
+            finally:
+                self._cache = cache
+
+        return run_cases(
+            listed,
+            lambda case: task(self, case),
+            cached_calls=lambda: stats.cached_calls,
+            labels=labels,
+            warm_up=warm_up,
+        )
 
     def embed(self, text: str) -> Embedding:
         _check_text("embed", text)

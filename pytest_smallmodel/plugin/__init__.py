@@ -29,6 +29,7 @@ from pytest_smallmodel.engine.backend import ModelStats
 from pytest_smallmodel.engine.handle import ModelHandle
 from pytest_smallmodel.engine.registry import ModelReference, ModelRegistry
 from pytest_smallmodel.engine.result_cache import ResultCache
+from pytest_smallmodel.evaluation.stats import Figure
 from pytest_smallmodel.goldens.pending import PendingStore
 from pytest_smallmodel.goldens.records import GoldenRecord
 from pytest_smallmodel.goldens.unused import GoldenLedger, UnusedReport, summary_lines
@@ -489,6 +490,32 @@ def _judge_unused(session: pytest.Session, state: SmallModelSession) -> None:
         and session.exitstatus == pytest.ExitCode.OK
     ):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_assertrepr_compare(
+    config: pytest.Config, op: str, left: Any, right: Any
+) -> list[str] | None:
+    """A failed quality gate (``assert report.accuracy.lower >= 0.8``) prints the figure, its
+    interval and the cases behind it, not two bare floats."""
+    figure = left if isinstance(left, Figure) else right if isinstance(right, Figure) else None
+    if figure is None:
+        return None
+    threshold = right if figure is left else left
+    lines = [
+        f"{figure.part} {float(figure):.4f} {op} {threshold} does not hold",
+        f"{figure.source.describe()}",  # type: ignore[attr-defined]
+    ]
+    report = getattr(figure.source, "report", None)
+    if report is not None:
+        # The wrong cases first (pytest shows 8 lines unless -vv or CI), then the rest.
+        wrong = report.wrong_lines()
+        lines += wrong
+        lines += [
+            line
+            for line in report.describe().splitlines()
+            if line != lines[1] and line not in wrong
+        ]
+    return lines
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
