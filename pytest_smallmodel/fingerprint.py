@@ -52,16 +52,25 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def mapped_llama_libraries(maps: Path) -> list[Path]:
+    """Shared libraries of llama.cpp/ggml a process has mapped (the ones that actually run),
+    from its ``/proc/<pid>/maps``; empty where that cannot be read."""
+    found: set[Path] = set()
+    try:
+        text = maps.read_text()
+    except OSError:
+        return []
+    for line in text.splitlines():
+        path = line.split(maxsplit=5)[-1] if line.count(" ") >= 5 else ""
+        name = Path(path).name
+        if path.startswith("/") and ("llama" in name or "ggml" in name) and ".so" in name:
+            found.add(Path(path))
+    return sorted(found)
+
+
 def _loaded_llama_libraries() -> list[Path]:
     """Shared libraries of llama.cpp/ggml mapped into this process (the ones that actually run)."""
-    maps = Path("/proc/self/maps")
-    found: set[Path] = set()
-    if maps.exists():
-        for line in maps.read_text().splitlines():
-            path = line.split(maxsplit=5)[-1] if line.count(" ") >= 5 else ""
-            name = Path(path).name
-            if path.startswith("/") and ("llama" in name or "ggml" in name) and ".so" in name:
-                found.add(Path(path))
+    found = set(mapped_llama_libraries(Path("/proc/self/maps")))
     if not found:
         import llama_cpp
 

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from pytest_smallmodel.backend import Capabilities
+from pytest_smallmodel.crash import crashed_server_hint
 from pytest_smallmodel.errors import EngineError
-from pytest_smallmodel.fingerprint import FINGERPRINT_VERSION
+from pytest_smallmodel.fingerprint import FINGERPRINT_VERSION, cpu_facts
 from pytest_smallmodel.results import FinishReason, ScoredStep, Step, Timings, TokenLogprob
 from pytest_smallmodel.served import ServedModel, logprob
 from pytest_smallmodel.server_api import ServerAPI, ServerError
@@ -65,7 +66,11 @@ class OpenAIModel(ServedModel):
             chat_template=chat_template,
         )
         self.stats.identity_unverified = True
-        self.api = ServerAPI(server, timeout=settings.timeout)
+        self.api = ServerAPI(
+            server,
+            timeout=settings.timeout,
+            unreachable_hint=crashed_server_hint(server, cpu_facts()["flags"]),
+        )
         try:
             self._model_id, meta = self._served_model()
         except BaseException:
