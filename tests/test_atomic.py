@@ -68,16 +68,23 @@ def test_a_link_to_an_open_descriptor_reaches_the_descriptor(tmp_path: Path) -> 
     assert link.is_symlink()
 
 
-def test_dev_stdout_redirected_to_a_file_keeps_the_redirection(tmp_path: Path) -> None:
-    """`pytest --smallmodel-report-json=/dev/stdout > out.json`, in a process of its own."""
+def test_stdout_redirected_to_a_file_keeps_the_redirection(tmp_path: Path) -> None:
+    """`pytest --smallmodel-report-json=/dev/stdout > out.json`, in a process of its own.
+
+    Through a link of our own, made like /dev/stdout: a failing run must not be able to replace
+    the machine's /dev/stdout (as root it could)."""
     out = tmp_path / "out.json"
+    stdout = tmp_path / "stdout"
+    stdout.symlink_to("/proc/self/fd/1")
     code = (
-        "from pathlib import Path; from pytest_smallmodel.atomic import atomic_write_text; "
-        "print('first', flush=True); atomic_write_text(Path('/dev/stdout'), '{\"a\": 1}\\n')"
+        "import sys; from pathlib import Path; "
+        "from pytest_smallmodel.atomic import atomic_write_text; "
+        "print('first', flush=True); atomic_write_text(Path(sys.argv[1]), '{\"a\": 1}\\n')"
     )
     with out.open("wb") as handle:
-        subprocess.run([sys.executable, "-c", code], stdout=handle, check=True)
+        subprocess.run([sys.executable, "-c", code, str(stdout)], stdout=handle, check=True)
     assert out.read_text() == 'first\n{"a": 1}\n'
+    assert stdout.is_symlink()
 
 
 def test_a_fifo_is_written_to(tmp_path: Path) -> None:
