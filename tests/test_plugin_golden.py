@@ -160,3 +160,91 @@ def test_golden_from_another_runtime_configuration_passes_in_tolerance_mode(
     strict = project.runpytest("--smallmodel-strict")
     strict.assert_outcomes(passed=1, failed=1)
     strict.stdout.fnmatch_lines(["*output differs from the golden from step 6 (strict mode*"])
+
+
+# -- what a reviewer reads is what is compared (issue 19) -----------------------------------------
+
+
+def _rename_token(record: dict[str, object], suffix: str = "!") -> tuple[int, str]:
+    """Give the first step's token another text everywhere the golden names it, and rebuild the
+    text from the step texts: a golden that agrees with itself, yet not with the model."""
+    steps = record["steps"]
+    assert isinstance(steps, list)
+    token, old = steps[0]["token"], steps[0]["text"]
+    new = old + suffix
+    for step in steps:
+        if step["token"] == token:
+            step["text"] = new
+        for entry in step["top"]:
+            if entry[0] == token:
+                entry[1] = new
+    pieces = [step["text"] for step in steps]
+    if record["finish_reason"] == "stop" and pieces[-1].startswith("<|"):
+        pieces = pieces[:-1]  # the end token has no text
+    record["text"] = "".join(pieces).split("\n")
+    return token, new
+
+
+def test_a_golden_whose_text_was_edited_is_corrupt_not_identical(
+    project: pytest.Pytester,
+) -> None:
+    from pytest_smallmodel.golden_format import parse_golden
+
+    path = golden_file(project, "test_motto")
+    original = path.read_text(encoding="utf-8")
+    record = json.loads(original)
+    record["text"] = [" London."]
+    path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    result = project.runpytest()
+    result.assert_outcomes(passed=1, failed=1)
+    output = result.stdout.str()
+    assert "golden golden/test_suite/test_motto.json cannot be used:" in output
+    assert "field 'text' is \" London.\" but its tokens read" in output
+    assert "run `pytest --snapshot-update` to replace it" in output
+
+    # Edited consistently (step texts, top-k texts and text): only the model can tell.
+    record = json.loads(original)
+    _rename_token(record)
+    edited = json.dumps(record, indent=2)
+    parse_golden(edited, path="edited")  # the file alone is a valid golden
+    path.write_text(edited, encoding="utf-8")
+    exact = project.runpytest()
+    exact.assert_outcomes(passed=1, failed=1)
+    assert "golden golden/test_suite/test_motto.json cannot be used: field 'text' is" in (
+        exact.stdout.str()
+    )
+    assert "reads its tokens as" in exact.stdout.str()
+
+    # The same under a changed fingerprint (tolerance mode, the batched pass).
+    record["fingerprint"]["llama_cpp_python"] = "0.3.16"
+    path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    tolerant = project.runpytest()
+    tolerant.assert_outcomes(passed=1, failed=1)
+    assert "test_motto.json cannot be used: field 'text' is" in tolerant.stdout.str()
+    assert "within tolerance" not in tolerant.stdout.str()
+
+    project.runpytest("--snapshot-update").assert_outcomes(passed=2)
+    rewritten = json.loads(path.read_text(encoding="utf-8"))
+    assert rewritten["text"] == json.loads(original)["text"]  # what the model says again
+    project.runpytest().assert_outcomes(passed=2)
+
+
+def test_a_step_text_edited_alone_or_a_flipped_label_is_corrupt(project: pytest.Pytester) -> None:
+    motto = golden_file(project, "test_motto")
+    record = json.loads(motto.read_text(encoding="utf-8"))
+    record["steps"][1]["text"] = record["steps"][1]["text"] + "?"
+    motto.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    label = golden_file(project, "test_label")
+    recorded = json.loads(label.read_text(encoding="utf-8"))
+    chosen = recorded["label"]
+    other = next(name for name in recorded["logprobs"] if name != chosen)
+    recorded["label"] = other
+    label.write_text(json.dumps(recorded, indent=2), encoding="utf-8")
+
+    result = project.runpytest()
+    result.assert_outcomes(failed=2)
+    output = result.stdout.str()
+    assert "golden golden/test_suite/test_motto.json cannot be used:" in output
+    assert "steps[1]" in output  # the field
+    assert "golden golden/test_suite/test_label.json cannot be used: field 'label' is" in output
+    assert f"but {chosen!r} scores best" in output
