@@ -172,8 +172,9 @@ def _open_direct(path: Path, mode: str) -> IO[bytes]:
         # a redirected file over from its first byte.
         return os.fdopen(os.dup(own), mode)
     if link is not None:
-        return open(path, mode.replace("w", "a"))  # noqa: SIM115 - another process's descriptor
-    return open(path, mode)  # noqa: SIM115 - a device or FIFO: nothing to truncate
+        # Another process's descriptor: append, so that what it wrote before stays.
+        return open(path, mode.replace("w", "a"))
+    return open(path, mode)  # a device or a FIFO: nothing there to truncate
 
 
 @contextlib.contextmanager

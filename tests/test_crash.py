@@ -177,7 +177,7 @@ GRAVITON3_CPUINFO = """processor	: 0
 BogoMIPS	: 2100.00
 Features	: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma lrcpc dcpop sha3 sm3 sm4 asimddp sha512 sve asimdfhm dit uscat ilrcp flagm ssbs paca pacg dcpodp svei8mm svebf16 i8mm bf16 dgh rng
 CPU implementer	: 0x41
-"""
+"""  # noqa: E501
 # system_info of a native (GGML_NATIVE=ON) build on each of them.
 ZEN4_NATIVE = (
     "CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | "
