@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from cli_run import run
 
 from pytest_smallmodel.errors import VerificationError
 from pytest_smallmodel.hashing import (
@@ -106,3 +107,58 @@ def test_verification_messages(tmp_path: Path) -> None:
     missing = verify_file("m", tmp_path / "nope.gguf", good, tmp_path / "c")
     assert missing.status == "missing" and missing.actual is None
     assert "smallmodel pull m" in missing.message
+
+
+def _smallmodel_without_root_reads(root: Path, *args: str) -> tuple[int, str]:
+    """The console script, unable to read what its user may not: root reads any file (the
+    DAC_OVERRIDE and DAC_READ_SEARCH capabilities), so as root those two are dropped from the
+    child's capability bounding set before it starts (prctl PR_CAPBSET_DROP)."""
+    import ctypes
+    import subprocess
+    import sys
+
+    def drop_read_override() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+            if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "pytest_smallmodel.cli", "--project", str(root), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        preexec_fn=drop_read_override if os.geteuid() == 0 else None,
+        timeout=120,
+    )
+    return completed.returncode, completed.stdout + completed.stderr
+
+
+def test_verify_fails_for_a_file_its_user_can_no_longer_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stat
+
+    from gguf_factory import write_tiny_gguf
+
+    model = write_tiny_gguf(tmp_path / "m.gguf")
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.smallmodel.models]\nm = { path = "m.gguf" }\n', encoding="utf-8"
+    )
+    monkeypatch.setenv("SMALLMODEL_CACHE_DIR", str(tmp_path / "cache"))
+    code, output = _smallmodel_without_root_reads(tmp_path, "lock")
+    assert code == 0, output
+    if os.geteuid() == 0:
+        # The stat cache is shared: a process that could read the file (root with its
+        # capabilities) recorded it; one that cannot finds the same size, times and inode.
+        model.chmod(stat.S_IWUSR)
+        verified = run(tmp_path, "verify")
+    else:
+        # The mode change moves the ctime: the entry no longer matches, and hashing fails.
+        verified = run(tmp_path, "verify")
+        model.chmod(stat.S_IWUSR)
+    assert verified.exit_code == 0 and "m: verified" in verified.output, verified.output
+    code, output = _smallmodel_without_root_reads(tmp_path, "verify")
+    assert code == 2, output
+    assert "verified" not in output
+    assert f"cannot read model 'm' at {model}: permission denied" in output
