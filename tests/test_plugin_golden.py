@@ -136,7 +136,7 @@ def test_golden_from_another_runtime_configuration_passes_in_tolerance_mode(
     """Real numbers from another runtime configuration: the golden is recorded with flash
     attention, then labelled as recorded for today's request by a runtime that ran flash
     attention (its fingerprint says so), the way a GPU backend's goldens differ. The greedy
-    output diverges at step 6 (measured), so the tolerance rule itself decides."""
+    output diverges a few steps in, so the tolerance rule itself decides."""
     flash = SUITE.replace(
         '@pytest.mark.model("local")\ndef test_motto',
         '@pytest.mark.model("local", flash_attn=True)\ndef test_motto',
@@ -159,7 +159,8 @@ def test_golden_from_another_runtime_configuration_passes_in_tolerance_mode(
 
     strict = project.runpytest("--smallmodel-strict")
     strict.assert_outcomes(passed=1, failed=1)
-    strict.stdout.fnmatch_lines(["*output differs from the golden from step 6 (strict mode*"])
+    # The step where flash attention first changes the greedy output depends on the CPU.
+    strict.stdout.fnmatch_lines(["*output differs from the golden from step * (strict mode*"])
 
 
 # -- what a reviewer reads is what is compared (issue 19) -----------------------------------------
