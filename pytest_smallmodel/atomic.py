@@ -136,25 +136,17 @@ def atomic_target(path: Path, mode: str = "wb") -> Iterator[IO[bytes]]:
     fd, tmp_name = _temporary(path)
     handle = os.fdopen(fd, mode)
     try:
-        try:
+        with _any_error(path):
             # mkstemp creates 0600: a new file gets what the umask gives, a rewritten one its own.
             permissions = stat.S_IMODE(info.st_mode) if info is not None else 0o666 & ~_umask()
             os.fchmod(handle.fileno(), permissions)
-        except OSError as error:
-            raise file_error("write", path, error) from None
-        try:
+        with _storage_errors(path):
             yield handle
-        except OSError as error:
-            if error.errno in _STORAGE_ERRNOS:
-                raise file_error("write", path, error) from None
-            raise
-        try:
+        with _any_error(path):
             handle.flush()
             os.fsync(handle.fileno())
             handle.close()
             os.replace(tmp_name, path)
-        except OSError as error:
-            raise file_error("write", path, error) from None
     except BaseException:
         # close() flushes again; on a full disk that fails again and must not replace the error.
         with contextlib.suppress(OSError):
@@ -162,6 +154,27 @@ def atomic_target(path: Path, mode: str = "wb") -> Iterator[IO[bytes]]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+
+
+@contextlib.contextmanager
+def _storage_errors(path: Path) -> Iterator[None]:
+    """What the caller's writes raise: a full or read-only disk becomes a FileSystemError; any
+    other error (a download's network failure) stays the caller's."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno in _STORAGE_ERRNOS:
+            raise file_error("write", path, error) from None
+        raise
+
+
+@contextlib.contextmanager
+def _any_error(path: Path) -> Iterator[None]:
+    """Finishing the file: every error is about the file."""
+    try:
+        yield
+    except OSError as error:
+        raise file_error("write", path, error) from None
 
 
 def _open_direct(path: Path, mode: str) -> IO[bytes]:
@@ -179,21 +192,13 @@ def _open_direct(path: Path, mode: str) -> IO[bytes]:
 
 @contextlib.contextmanager
 def _direct(path: Path, mode: str) -> Iterator[IO[bytes]]:
-    try:
+    with _any_error(path):
         handle = _open_direct(path, mode)
-    except OSError as error:
-        raise file_error("write", path, error) from None
     try:
-        try:
+        with _storage_errors(path):
             yield handle
-        except OSError as error:
-            if error.errno in _STORAGE_ERRNOS:
-                raise file_error("write", path, error) from None
-            raise
-        try:
+        with _any_error(path):
             handle.close()  # /dev/full reports ENOSPC here, when the buffer is flushed
-        except OSError as error:
-            raise file_error("write", path, error) from None
     finally:
         with contextlib.suppress(OSError):
             handle.close()

@@ -7,6 +7,7 @@ import math
 
 import pytest
 from click.testing import CliRunner, Result
+from golden_edits import rename_token
 from real_model import smollm2_path, smollm2_project
 
 from pytest_smallmodel.cli import main as smallmodel_cli
@@ -198,17 +199,7 @@ def test_corrupt_goldens_are_named_with_the_field_and_fail_the_comparison(
     goldens = project.path / "golden" / "test_suite"
     motto = goldens / "test_motto.json"
     record = json.loads(motto.read_text(encoding="utf-8"))
-    # Edited so that the file agrees with itself: text, step texts and top-k texts together.
-    token, old = record["steps"][0]["token"], record["steps"][0]["text"]
-    for step in record["steps"]:
-        if step["token"] == token:
-            step["text"] = old + "!"
-        for entry in step["top"]:
-            if entry[0] == token:
-                entry[1] = old + "!"
-    lines = "\n".join(record["text"])
-    assert lines.startswith(old)
-    record["text"] = (old + "!" + lines[len(old) :]).split("\n")
+    rename_token(record)  # the file agrees with itself: text, step and top-k texts
     motto.write_text(json.dumps(record, indent=2), encoding="utf-8")
     label = goldens / "test_label.json"
     recorded = json.loads(label.read_text(encoding="utf-8"))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from golden_edits import rename_token
 from real_model import smollm2_path, smollm2_project
 
 from pytest_smallmodel.cli import main as smallmodel_cli
@@ -166,26 +167,6 @@ def test_golden_from_another_runtime_configuration_passes_in_tolerance_mode(
 # -- what a reviewer reads is what is compared (issue 19) -----------------------------------------
 
 
-def _rename_token(record: dict[str, object], suffix: str = "!") -> tuple[int, str]:
-    """Give the first step's token another text everywhere the golden names it, and rebuild the
-    text from the step texts: a golden that agrees with itself, yet not with the model."""
-    steps = record["steps"]
-    assert isinstance(steps, list)
-    token, old = steps[0]["token"], steps[0]["text"]
-    new = old + suffix
-    for step in steps:
-        if step["token"] == token:
-            step["text"] = new
-        for entry in step["top"]:
-            if entry[0] == token:
-                entry[1] = new
-    pieces = [step["text"] for step in steps]
-    if record["finish_reason"] == "stop" and pieces[-1].startswith("<|"):
-        pieces = pieces[:-1]  # the end token has no text
-    record["text"] = "".join(pieces).split("\n")
-    return token, new
-
-
 def test_a_golden_whose_text_was_edited_is_corrupt_not_identical(
     project: pytest.Pytester,
 ) -> None:
@@ -205,7 +186,7 @@ def test_a_golden_whose_text_was_edited_is_corrupt_not_identical(
 
     # Edited consistently (step texts, top-k texts and text): only the model can tell.
     record = json.loads(original)
-    _rename_token(record)
+    rename_token(record)
     edited = json.dumps(record, indent=2)
     parse_golden(edited, path="edited")  # the file alone is a valid golden
     path.write_text(edited, encoding="utf-8")
