@@ -230,3 +230,21 @@ def test_a_step_text_edited_alone_or_a_flipped_label_is_corrupt(project: pytest.
     assert "steps[1]" in output  # the field
     assert "golden golden/test_suite/test_label.json cannot be used: field 'label' is" in output
     assert f"but {chosen!r} scores best" in output
+
+
+def test_a_golden_linked_outside_the_golden_directory_is_never_written_through(
+    project: pytest.Pytester,
+) -> None:
+    path = golden_file(project, "test_motto")
+    outside = project.path / "outside.json"  # in the project, outside golden/
+    outside.write_bytes(path.read_bytes())
+    path.unlink()
+    path.symlink_to(outside)
+    before = outside.read_bytes()
+    project.makepyfile(test_suite=SUITE.replace("for a bakery", "for a bike shop"))
+    result = project.runpytest("--snapshot-update")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [f"*cannot write golden {path}: it is a link to {outside}, outside the golden directory*"]
+    )
+    assert outside.read_bytes() == before and path.is_symlink()
