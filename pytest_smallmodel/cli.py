@@ -369,7 +369,9 @@ def review(
             raise click.UsageError("--orphans goes with --list, --json, --delete or nothing.")
         _review_orphans(ctx, project, list_only, as_json, delete_pattern, interactive)
         return
-    items, corrupt = core.load_review(_pending_dir(project, source), project.root)
+    items, corrupt = core.load_review(
+        _pending_dir(project, source), project.root, project.root / project.options.golden_dir
+    )
     if list_only:
         if as_json:
             click.echo(core.listing_json(items, corrupt))
@@ -392,7 +394,10 @@ def review(
         click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     else:
         for line in result.lines():
-            click.echo(line, err=not result.ok and line.startswith(("conflict", "corrupt")))
+            click.echo(
+                line,
+                err=not result.ok and line.startswith(("conflict", "corrupt", "refused", "error")),
+            )
     if not result.ok:
         ctx.exit(1)
 
@@ -590,6 +595,10 @@ def compare_models(
         atomic_write_text(html_path, report.html())
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    if report.unusable:
+        for line in report.unusable:
+            click.echo(f"error: {line}", err=True)
+        ctx.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

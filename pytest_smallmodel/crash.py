@@ -28,6 +28,11 @@ _PYTHON_SIDE_PREFIXES = (
 
 # llama.cpp's compiled CPU features (llama_print_system_info) and the /proc/cpuinfo flag each needs
 # (SSE3, flag "pni", is on every x86-64 CPU llama.cpp runs on, and not among the recorded flags).
+# llama.cpp's system_info names -> the Linux kernel's /proc/cpuinfo spellings, which follow no
+# rule: "avx512vbmi" but "avx512_vnni" and "avx512_bf16", "avx_vnni", "amx_int8"; arm64's
+# "Features" line names NEON "asimd", the dot product "asimddp" and int8 matmul "i8mm".
+# Each one must survive fingerprint.cpu_facts' filter (tests/test_crash.py checks both on real
+# cpuinfo lines).
 _FEATURE_FLAGS: Mapping[str, str] = {
     "SSSE3": "ssse3",
     "AVX": "avx",
@@ -37,10 +42,14 @@ _FEATURE_FLAGS: Mapping[str, str] = {
     "FMA": "fma",
     "BMI2": "bmi2",
     "AVX512": "avx512f",
-    "AVX512_VBMI": "avx512_vbmi",
+    "AVX512_VBMI": "avx512vbmi",
     "AVX512_VNNI": "avx512_vnni",
     "AVX512_BF16": "avx512_bf16",
     "AMX_INT8": "amx_int8",
+    "NEON": "asimd",
+    "DOTPROD": "asimddp",
+    "MATMUL_INT8": "i8mm",
+    "SVE": "sve",
 }
 
 PORTABLE_CMAKE_ARGS = "-DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON"

@@ -81,17 +81,21 @@ def _loaded_llama_libraries() -> list[Path]:
 
 def cpu_facts() -> dict[str, Any]:
     """CPU model and the kernel-selecting flags (no llama.cpp needed)."""
-    model = platform.processor() or platform.machine()
-    flags: list[str] = []
     cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in ("model name", "Model", "cpu model") and model in ("", platform.machine()):
-                model = value.strip()
-            elif key in ("flags", "Features") and not flags:
-                flags = sorted(f for f in value.split() if _KERNEL_FLAG_RE.match(f))
+    text = cpuinfo.read_text(errors="replace") if cpuinfo.exists() else ""
+    return parse_cpuinfo(text, platform.processor() or platform.machine())
+
+
+def parse_cpuinfo(text: str, model: str = "") -> dict[str, Any]:
+    """CPU model and kernel-selecting flags of a /proc/cpuinfo text (first CPU's lines)."""
+    flags: list[str] = []
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("model name", "Model", "cpu model") and model in ("", platform.machine()):
+            model = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = sorted(f for f in value.split() if _KERNEL_FLAG_RE.match(f))
     return {"model": model, "flags": flags}
 
 

@@ -17,6 +17,7 @@ lists what differs from the in-process engine.
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 import threading
 import time
@@ -416,7 +417,19 @@ class LlamaServerModel(ServedModel):
             {"content": text, "add_special": add_special, "parse_special": parse_special},
             None,
         )
-        return [int(t) for t in answer.get("tokens", [])]
+        tokens = answer.get("tokens") if isinstance(answer, dict) else None
+        if not isinstance(tokens, list) or not all(
+            isinstance(t, int) and not isinstance(t, bool) for t in tokens
+        ):
+            # Not a server of another model: not llama.cpp's API at all (a proxy's catch-all
+            # route, a health endpoint, another service on the port).
+            shown = json.dumps(answer, ensure_ascii=False)
+            raise ServerError(
+                f"the server at {self.api.base_url} does not speak llama.cpp's API: POST "
+                f"/tokenize answered {shown[:200]} where llama-server answers "
+                '{"tokens": [...]}. Point the spec\'s `server` at a llama-server'
+            )
+        return [int(t) for t in tokens]
 
     # -- tokens ---------------------------------------------------------------------------------
 

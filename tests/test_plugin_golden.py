@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from golden_edits import rename_token
 from real_model import smollm2_path, smollm2_project
 
 from pytest_smallmodel.cli import main as smallmodel_cli
@@ -174,3 +175,89 @@ def test_golden_from_another_runtime_configuration_passes_in_tolerance_mode(
     strict.assert_outcomes(passed=1, failed=1)
     step = split if split is not None else min(len(flash_tokens), len(plain_tokens))
     strict.stdout.fnmatch_lines([f"*output differs from the golden from step {step} (strict mode*"])
+
+
+# -- what a reviewer reads is what is compared (issue 19) -----------------------------------------
+
+
+def test_a_golden_whose_text_was_edited_is_corrupt_not_identical(
+    project: pytest.Pytester,
+) -> None:
+    from pytest_smallmodel.golden_format import parse_golden
+
+    path = golden_file(project, "test_motto")
+    original = path.read_text(encoding="utf-8")
+    record = json.loads(original)
+    record["text"] = [" London."]
+    path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    result = project.runpytest()
+    result.assert_outcomes(passed=1, failed=1)
+    output = result.stdout.str()
+    assert "golden golden/test_suite/test_motto.json cannot be used:" in output
+    assert "field 'text' is \" London.\" but its tokens read" in output
+    assert "run `pytest --snapshot-update` to replace it" in output
+
+    # Edited consistently (step texts, top-k texts and text): only the model can tell.
+    record = json.loads(original)
+    rename_token(record)
+    edited = json.dumps(record, indent=2)
+    parse_golden(edited, path="edited")  # the file alone is a valid golden
+    path.write_text(edited, encoding="utf-8")
+    exact = project.runpytest()
+    exact.assert_outcomes(passed=1, failed=1)
+    assert "golden golden/test_suite/test_motto.json cannot be used: field 'text' is" in (
+        exact.stdout.str()
+    )
+    assert "reads its tokens as" in exact.stdout.str()
+
+    # The same under a changed fingerprint (tolerance mode, the batched pass).
+    record["fingerprint"]["llama_cpp_python"] = "0.3.16"
+    path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    tolerant = project.runpytest()
+    tolerant.assert_outcomes(passed=1, failed=1)
+    assert "test_motto.json cannot be used: field 'text' is" in tolerant.stdout.str()
+    assert "within tolerance" not in tolerant.stdout.str()
+
+    project.runpytest("--snapshot-update").assert_outcomes(passed=2)
+    rewritten = json.loads(path.read_text(encoding="utf-8"))
+    assert rewritten["text"] == json.loads(original)["text"]  # what the model says again
+    project.runpytest().assert_outcomes(passed=2)
+
+
+def test_a_step_text_edited_alone_or_a_flipped_label_is_corrupt(project: pytest.Pytester) -> None:
+    motto = golden_file(project, "test_motto")
+    record = json.loads(motto.read_text(encoding="utf-8"))
+    record["steps"][1]["text"] = record["steps"][1]["text"] + "?"
+    motto.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    label = golden_file(project, "test_label")
+    recorded = json.loads(label.read_text(encoding="utf-8"))
+    chosen = recorded["label"]
+    other = next(name for name in recorded["logprobs"] if name != chosen)
+    recorded["label"] = other
+    label.write_text(json.dumps(recorded, indent=2), encoding="utf-8")
+
+    result = project.runpytest()
+    result.assert_outcomes(failed=2)
+    output = result.stdout.str()
+    assert "golden golden/test_suite/test_motto.json cannot be used:" in output
+    assert "steps[1]" in output  # the field
+    assert "golden golden/test_suite/test_label.json cannot be used: field 'label' is" in output
+    assert f"but {chosen!r} scores best" in output
+
+
+def test_a_golden_linked_outside_the_golden_directory_is_never_written_through(
+    project: pytest.Pytester,
+) -> None:
+    path = golden_file(project, "test_motto")
+    outside = project.path / "outside.json"  # in the project, outside golden/
+    outside.write_bytes(path.read_bytes())
+    path.unlink()
+    path.symlink_to(outside)
+    before = outside.read_bytes()
+    project.makepyfile(test_suite=SUITE.replace("for a bakery", "for a bike shop"))
+    result = project.runpytest("--snapshot-update")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [f"*cannot write golden {path}: it is a link to {outside}, outside the golden directory*"]
+    )
+    assert outside.read_bytes() == before and path.is_symlink()

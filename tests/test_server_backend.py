@@ -388,3 +388,42 @@ def test_an_older_server_is_a_named_limitation(remote: str) -> None:
     finally:
         model.close()
         older.close()
+
+
+def test_a_server_that_does_not_speak_llama_cpps_api_is_named_so() -> None:
+    """A health endpoint (or a proxy's catch-all) that answers {"status":"ok"} to everything."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _ok(self) -> None:
+            if self.command == "POST":
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            payload = b'{"status":"ok"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = _ok
+
+    health = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    url = f"http://127.0.0.1:{health.server_address[1]}"
+    threading.Thread(target=health.serve_forever, daemon=True).start()
+    path = smollm2_path()
+    assert path is not None
+    try:
+        with pytest.raises(EngineError) as raised:
+            _running(path, url)
+    finally:
+        health.shutdown()
+        health.server_close()
+    message = str(raised.value)
+    assert not isinstance(raised.value, IdentityMismatch)
+    assert f"the server at {url} does not speak llama.cpp's API" in message
+    assert 'POST /tokenize answered {"status": "ok"}' in message
+    assert "serves another model" not in message

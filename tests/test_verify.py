@@ -110,7 +110,14 @@ def test_every_example_golden_passes_the_batched_check_under_another_runtime(
 
 
 def _edit_golden_token(path: Path, step: int, token: int, text: str) -> None:
+    """Another token at ``step``, its text included: a golden another run could have written
+    (one whose text disagreed with its tokens would be corrupt, not drift)."""
     data = json.loads(path.read_text(encoding="utf-8"))
+    offset = sum(len(s["text"]) for s in data["steps"][:step])
+    replaced = data["steps"][step]["text"]
+    whole = "\n".join(data["text"])
+    assert whole[offset : offset + len(replaced)] == replaced
+    data["text"] = (whole[:offset] + text + whole[offset + len(replaced) :]).split("\n")
     data["tokens"][step] = token
     data["steps"][step]["token"] = token
     data["steps"][step]["text"] = text
