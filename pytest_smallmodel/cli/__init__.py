@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from pytest_smallmodel.common.errors import ConfigError, LockError, SmallModelError, SourceError
+from pytest_smallmodel.goldens import orphans as orphans_core
 from pytest_smallmodel.goldens import review as review_core
 from pytest_smallmodel.pins.chat_template import template_change
 from pytest_smallmodel.pins.lockfile import (
@@ -322,6 +323,21 @@ def _pending_dir(project: Project, source: Path | None) -> Path:
     is_flag=True,
     help="Ask for each pending golden even when stdin is not a terminal (one key per line).",
 )
+@click.option(
+    "--orphans",
+    is_flag=True,
+    help="Review the goldens no test owns (found by collecting the suite now): d delete, "
+    "s skip, q quit; with --list, list them; with --delete [PATTERN], delete the matching ones.",
+)
+@click.option(
+    "--delete",
+    "delete_pattern",
+    is_flag=False,
+    flag_value="*",
+    default=None,
+    metavar="[PATTERN]",
+    help="With --orphans: delete the orphaned goldens matching PATTERN (all when omitted).",
+)
 @click.pass_context
 def review(
     ctx: click.Context,
@@ -331,6 +347,8 @@ def review(
     reject_pattern: str | None,
     source: Path | None,
     interactive: bool,
+    orphans: bool,
+    delete_pattern: str | None,
 ) -> None:
     """Accept or reject the pending goldens left by failed golden assertions.
 
@@ -344,8 +362,17 @@ def review(
     actions = [list_only, accept_pattern is not None, reject_pattern is not None]
     if sum(actions) > 1:
         raise click.UsageError("choose one of --list, --accept and --reject.")
+    if delete_pattern is not None and not orphans:
+        raise click.UsageError("--delete works on orphaned goldens: add --orphans.")
     project = _project(ctx)
-    items, corrupt = core.load_review(_pending_dir(project, source), project.root)
+    if orphans:
+        if accept_pattern is not None or reject_pattern is not None or source is not None:
+            raise click.UsageError("--orphans goes with --list, --json, --delete or nothing.")
+        _review_orphans(ctx, project, list_only, as_json, delete_pattern, interactive)
+        return
+    items, corrupt = core.load_review(
+        _pending_dir(project, source), project.root, project.root / project.options.golden_dir
+    )
     if list_only:
         if as_json:
             click.echo(core.listing_json(items, corrupt))
@@ -368,8 +395,101 @@ def review(
         click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     else:
         for line in result.lines():
-            click.echo(line, err=not result.ok and line.startswith(("conflict", "corrupt")))
+            click.echo(
+                line,
+                err=not result.ok and line.startswith(("conflict", "corrupt", "refused", "error")),
+            )
     if not result.ok:
+        ctx.exit(1)
+
+
+def _collect_orphans(project: Project) -> orphans_core.OrphanScan:
+    """Collect the project's suite now (no test runs) and read which goldens nothing owns."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="smallmodel-orphans-") as scratch:
+        record = Path(scratch) / "orphans.json"
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "--collect-only",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                f"--smallmodel-orphans-json={record}",
+            ],
+            cwd=project.root,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if not record.exists():
+            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+            raise ConfigError(
+                f"collecting the tests of {project.root} failed (pytest exit {done.returncode}), "
+                f"so no golden can be proved orphaned:\n{tail}"
+            )
+        return orphans_core.read_record(
+            record, root=project.root, golden_dir=project.root / project.options.golden_dir
+        )
+
+
+def _review_orphans(
+    ctx: click.Context,
+    project: Project,
+    list_only: bool,
+    as_json: bool,
+    pattern: str | None,
+    interactive: bool,
+) -> None:
+    import fnmatch
+    import json
+    import sys
+
+    scan = _collect_orphans(project)
+    if scan.partial:
+        raise ConfigError(
+            "the collection was partial (tests deselected, e.g. by -m or -k in addopts), so "
+            "no golden can be proved orphaned: run `smallmodel review --orphans` where the whole "
+            "suite is collected"
+        )
+    if list_only or (pattern is None and not (interactive or sys.stdin.isatty())):
+        if as_json:
+            click.echo(json.dumps([o.to_dict() for o in scan.orphans], indent=2))
+        else:
+            for orphan in scan.orphans:
+                click.echo(f"orphaned  {orphan.name}")
+            count = len(scan.orphans)
+            click.echo(f"{count} orphaned golden{'s' if count != 1 else ''}")
+        return
+    deleted = 0
+    for position, orphan in enumerate(scan.orphans, start=1):
+        if pattern is not None:
+            if not fnmatch.fnmatchcase(orphan.name, pattern):
+                continue
+        else:
+            click.echo(f"[{position}/{len(scan.orphans)}] orphaned golden {orphan.name}")
+            answer = click.prompt(
+                "[d]elete, [s]kip, [q]uit", type=click.Choice(["d", "s", "q"]), show_choices=False
+            )
+            if answer == "q":
+                break
+            if answer == "s":
+                continue
+        removed, message = orphans_core.delete(orphan)
+        deleted += removed
+        click.echo(message)
+    click.echo(f"{deleted} orphaned golden{'s' if deleted != 1 else ''} deleted")
+    if (
+        pattern is not None
+        and pattern != "*"
+        and not any(fnmatch.fnmatchcase(o.name, pattern) for o in scan.orphans)
+    ):
+        click.echo(f"error: no orphaned golden matches {pattern!r}", err=True)
         ctx.exit(1)
 
 
@@ -476,3 +596,7 @@ def compare_models(
         atomic_write_text(html_path, report.html())
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    if report.unusable:
+        for line in report.unusable:
+            click.echo(f"error: {line}", err=True)
+        ctx.exit(1)

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 from pytest_smallmodel.common.errors import ConfigError, EngineError, GoldenError
 from pytest_smallmodel.common.results import Embedding, Generation, Label, Step
 from pytest_smallmodel.drift import explanation
-from pytest_smallmodel.drift.rules import DriftPolicy, compare, cosine_similarity
+from pytest_smallmodel.drift.rules import DriftPolicy, compare, cosine_similarity, text_problem
 from pytest_smallmodel.goldens.file_format import FORMAT_VERSION, parse_golden, serialize_record
 from pytest_smallmodel.goldens.pending import PendingStore
-from pytest_smallmodel.goldens.records import GoldenRecord, record_of
+from pytest_smallmodel.goldens.records import GoldenRecord, generation_of, record_of
 from pytest_smallmodel.pins.lockfile import LockedModel
 
 if TYPE_CHECKING:
@@ -61,11 +61,25 @@ def find_goldens(
     """
     cases: list[GoldenCase] = []
     skipped: list[str] = []
+    inside = Path(golden_dir).resolve()
     for path in sorted(Path(golden_dir).rglob("*.json")):
         if path.name.startswith("."):
             continue
         name = _relative(path, root)
-        text = path.read_bytes().decode("utf-8", "surrogateescape")
+        if not path.resolve().is_relative_to(inside):
+            # --update would write its pending result for a file outside golden_dir
+            skipped.append(
+                f"golden {name} is a link to {path.resolve()}, outside {_relative(inside, root)}: "
+                "skipped (make it a regular file inside the golden directory)"
+            )
+            continue
+        try:
+            text = path.read_bytes().decode("utf-8", "surrogateescape")
+        except OSError as error:
+            skipped.append(
+                f"golden {name} cannot be read ({error.strerror or error}): check its permissions"
+            )
+            continue
         try:
             record = parse_golden(text, path=name)
         except GoldenError as error:
@@ -123,6 +137,7 @@ class CaseResult:
     identical: bool
     rerendered: bool = False
     error: str | None = None
+    corrupt: bool = False  # the golden does not follow from its tokens: ``error`` says where
     old_text: str = ""
     new_text: str = ""
     divergence: Divergence | None = None
@@ -266,6 +281,19 @@ def replay(handle: ModelHandle, record: GoldenRecord) -> object:
 
 def compare_case(case: GoldenCase, live: object) -> CaseResult:
     old = case.record
+    generation = generation_of(live)
+    if generation is not None:
+        current = record_of(live)
+        problem = text_problem(old, current, model=current.model_ref)
+        if problem is not None:
+            return CaseResult(
+                golden=case.name,
+                kind=old.kind,
+                identical=False,
+                error=f"golden {case.name} is corrupt: {problem}; restore it from version "
+                "control or run `pytest --snapshot-update` with OLD",
+                corrupt=True,
+            )
     rerendered = list((old.request or {}).get("prompt_tokens", [])) != list(
         (record_of(live).request or {}).get("prompt_tokens", [])
     )
@@ -349,6 +377,12 @@ class CompareReport:
     figures: Figures
     skipped: list[str] = field(default_factory=list)
     pending_written: list[str] = field(default_factory=list)
+
+    @property
+    def unusable(self) -> list[str]:
+        """Goldens that could not be read or do not follow from their tokens: the comparison
+        cannot vouch for them, so it fails (exit 1) after reporting."""
+        return [*self.skipped, *(case.error or "" for case in self.cases if case.corrupt)]
 
     # -- renderings -----------------------------------------------------------------------------
 
@@ -574,17 +608,27 @@ def run_compare(
     for reference in (old, new):
         if reference.name not in lock.models:
             known = ", ".join(sorted(lock.models)) or "(none)"
+            declared = reference.name in registry.project.models
+            fix = (
+                f"Run `smallmodel lock {reference.name}` and commit "
+                f"{registry.project.lock_path.name}"
+                if declared
+                else f"Locked models: {known}"
+            )
             raise ConfigError(
-                f"unknown model {reference.name!r}: not in {registry.project.lock_path.name}. "
-                f"Locked models: {known}"
+                f"{'model' if declared else 'unknown model'} {reference.name!r}: not in "
+                f"{registry.project.lock_path.name}"
+                f"{' (declared in pyproject.toml, not locked yet)' if declared else ''}. {fix}"
             )
     locked: LockedModel = registry.resolve(new)
     root = registry.project.root
     cases, skipped = find_goldens(golden_dir, root, old)
     if not cases:
+        unusable = "".join(f"\n  {line}" for line in skipped)
         raise NoGoldens(
             f"no goldens recorded with {old} under {_relative(Path(golden_dir), root)}: nothing "
             "to compare (goldens name their model in the 'model' and 'sha256' fields)"
+            + (f"; {len(skipped)} golden(s) could not be used:{unusable}" if skipped else "")
         )
     results: list[CaseResult] = []
     written: list[str] = []

@@ -55,16 +55,25 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def mapped_llama_libraries(maps: Path) -> list[Path]:
+    """Shared libraries of llama.cpp/ggml a process has mapped (the ones that actually run),
+    from its ``/proc/<pid>/maps``; empty where that cannot be read."""
+    found: set[Path] = set()
+    try:
+        text = maps.read_text()
+    except OSError:
+        return []
+    for line in text.splitlines():
+        path = line.split(maxsplit=5)[-1] if line.count(" ") >= 5 else ""
+        name = Path(path).name
+        if path.startswith("/") and ("llama" in name or "ggml" in name) and ".so" in name:
+            found.add(Path(path))
+    return sorted(found)
+
+
 def _loaded_llama_libraries() -> list[Path]:
     """Shared libraries of llama.cpp/ggml mapped into this process (the ones that actually run)."""
-    maps = Path("/proc/self/maps")
-    found: set[Path] = set()
-    if maps.exists():
-        for line in maps.read_text().splitlines():
-            path = line.split(maxsplit=5)[-1] if line.count(" ") >= 5 else ""
-            name = Path(path).name
-            if path.startswith("/") and ("llama" in name or "ggml" in name) and ".so" in name:
-                found.add(Path(path))
+    found = set(mapped_llama_libraries(Path("/proc/self/maps")))
     if not found:
         import llama_cpp
 
@@ -75,17 +84,21 @@ def _loaded_llama_libraries() -> list[Path]:
 
 def cpu_facts() -> dict[str, Any]:
     """CPU model and the kernel-selecting flags (no llama.cpp needed)."""
-    model = platform.processor() or platform.machine()
-    flags: list[str] = []
     cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in ("model name", "Model", "cpu model") and model in ("", platform.machine()):
-                model = value.strip()
-            elif key in ("flags", "Features") and not flags:
-                flags = sorted(f for f in value.split() if _KERNEL_FLAG_RE.match(f))
+    text = cpuinfo.read_text(errors="replace") if cpuinfo.exists() else ""
+    return parse_cpuinfo(text, platform.processor() or platform.machine())
+
+
+def parse_cpuinfo(text: str, model: str = "") -> dict[str, Any]:
+    """CPU model and kernel-selecting flags of a /proc/cpuinfo text (first CPU's lines)."""
+    flags: list[str] = []
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("model name", "Model", "cpu model") and model in ("", platform.machine()):
+            model = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = sorted(f for f in value.split() if _KERNEL_FLAG_RE.match(f))
     return {"model": model, "flags": flags}
 
 

@@ -16,6 +16,13 @@ RequestKind = Literal["generate", "chat", "extract", "classify", "embed"]
 FinishReason = Literal["stop", "length"]
 
 
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to the first of the ``stop`` strings it contains (a generation's text ends
+    before its stop string)."""
+    positions = [text.find(s) for s in stop if isinstance(s, str) and s and s in text]
+    return text[: min(positions)] if positions else text
+
+
 @dataclass(frozen=True)
 class RepackDecision:
     """Whether weights are repacked into llama.cpp's extra buffer types (AMX, REPACK), and why."""

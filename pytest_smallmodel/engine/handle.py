@@ -28,6 +28,7 @@ from pytest_smallmodel.common.results import (
     ScoredStep,
     Step,
     Timings,
+    cut_at_stop,
 )
 from pytest_smallmodel.common.settings import EngineSettings
 from pytest_smallmodel.drift.batched import GoldenSource, judge
@@ -56,11 +57,6 @@ PromptOrMessages = str | Messages
 
 class ExtractionError(EngineError):
     """Constrained decoding produced something that is not valid against the schema."""
-
-
-def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    positions = [text.find(s) for s in stop if s and s in text]
-    return text[: min(positions)] if positions else text
 
 
 class ModelHandle:
@@ -235,7 +231,7 @@ class ModelHandle:
     def _text(self, ids: Sequence[int], finish: str, stops: Sequence[str]) -> str:
         ends = finish == "stop" and bool(ids) and self._model.is_end(ids[-1])
         text_ids = list(ids[:-1]) if ends else list(ids)
-        return _cut_at_stop(self._model.detokenize(text_ids), stops)
+        return cut_at_stop(self._model.detokenize(text_ids), stops)
 
     def _tolerance_check(
         self, request: Request

@@ -16,8 +16,8 @@ from importlib import resources
 from typing import Any
 
 from pytest_smallmodel.common.errors import GoldenError
-from pytest_smallmodel.common.results import Step, TokenLogprob
-from pytest_smallmodel.goldens.records import GoldenKind, GoldenRecord
+from pytest_smallmodel.common.results import Step, TokenLogprob, cut_at_stop
+from pytest_smallmodel.goldens.records import LOGPROB_DECIMALS, GoldenKind, GoldenRecord
 
 FORMAT_VERSION = 1
 _KINDS: tuple[GoldenKind, ...] = ("generation", "extraction", "label", "embedding", "text", "value")
@@ -259,6 +259,16 @@ def parse_golden(text: str, *, path: str) -> GoldenRecord:
         "request": request,
         "fingerprint": data["fingerprint"],
     }
+    record = _model_record(kind, data, common, path)
+    problem = consistency_problem(record)
+    if problem is not None:
+        raise _invalid(path, problem)
+    return record
+
+
+def _model_record(
+    kind: GoldenKind, data: Mapping[str, Any], common: Mapping[str, Any], path: str
+) -> GoldenRecord:
     if kind in ("generation", "extraction"):
         tokens = tuple(data["tokens"])
         steps = tuple(_step(step) for step in data["steps"])
@@ -285,4 +295,131 @@ def parse_golden(text: str, *, path: str) -> GoldenRecord:
     return GoldenRecord(kind="embedding", vector=vector, **common)
 
 
-__all__ = ["FORMAT_VERSION", "parse_golden", "serialize_record"]
+# -- consistency: what a reviewer reads must follow from what is compared -------------------------
+
+# A token's piece as the engine writes it: undecodable bytes of a split character as \xNN.
+_BYTE_ESCAPE_RE = re.compile(r"\\x([0-9a-f]{2})")
+# Control tokens (<|im_end|>, </s>) have a piece but no text: detokenizing leaves them out.
+_CONTROL_PIECE_RE = re.compile(r"^<[^<>\s]+>$")
+# Label logprobs are stored rounded: two stored values may differ by up to one unit of the
+# last decimal from the order of the unrounded ones that chose the label.
+_ROUNDING_SLACK = 2 * 10.0**-LOGPROB_DECIMALS
+
+
+def consistency_problem(record: GoldenRecord) -> str | None:
+    """What in a model result's golden does not follow from its tokens and scores, or None.
+
+    Comparisons read token ids, label scores and vectors; a reviewer reads the text, the step
+    texts, the label and the fields. A hand edit of the latter would pass unnoticed, so the
+    golden must be one that a model could have written. The checks need no model: the text
+    is what detokenizing the step pieces gives, each token id has one piece wherever it is
+    named, the label is the best scored one, the model fields agree with the fingerprint.
+    ``drift.text_problem`` adds what only the model can tell (the pieces of its token ids).
+    """
+    for key in ("model", "sha256"):
+        recorded = (record.fingerprint or {}).get(key)
+        if recorded is not None and recorded != getattr(record, key):
+            return (
+                f"field {key!r} is {getattr(record, key)!r} but 'fingerprint.{key}' is "
+                f"{recorded!r}: both name the model that made this result"
+            )
+    if record.kind in ("generation", "extraction"):
+        return _pieces_problem(record) or _text_problem(record) or _fields_problem(record)
+    if record.kind == "label":
+        return _label_problem(record)
+    return None
+
+
+def _pieces_problem(record: GoldenRecord) -> str | None:
+    seen: dict[int, tuple[str, str]] = {}
+    for index, step in enumerate(record.steps):
+        named = [(step.token, step.text, f"steps[{index}].text")]
+        named += [(t.token, t.text, f"steps[{index}].top[{j}]") for j, t in enumerate(step.top)]
+        for token, text, where in named:
+            first = seen.setdefault(token, (text, where))
+            if first[0] != text:
+                return (
+                    f"token {token} reads {text!r} in {where} but {first[0]!r} in {first[1]}: "
+                    "a token id has one text"
+                )
+    return None
+
+
+def _text_problem(record: GoldenRecord) -> str | None:
+    candidates = _text_candidates(record, (record.request or {}).get("stop") or ())
+    if (record.text or "") in candidates:
+        return None
+    shown = candidates[-1] if record.finish_reason == "stop" else candidates[0]
+    return (
+        f"field 'text' is {quoted(record.text or '')} but its tokens read {quoted(shown)} "
+        "(the text of 'steps'): the text was edited apart from the tokens"
+    )
+
+
+def _text_candidates(record: GoldenRecord, stop: Sequence[str]) -> list[str]:
+    """The texts the engine can have made of these steps: it leaves out a final end token, and
+    control tokens elsewhere; it decodes the bytes of split characters together."""
+    pieces = [step.text for step in record.steps]
+    ends = [False, True] if record.finish_reason == "stop" and pieces else [False]
+    found: list[str] = []
+    for drop_end in ends:
+        kept = pieces[:-1] if drop_end else pieces
+        for without_control in (False, True):
+            chosen = [p for p in kept if not (without_control and _CONTROL_PIECE_RE.match(p))]
+            joined = "".join(chosen)
+            for text in (joined, _decode_escapes(joined)):
+                cut = cut_at_stop(text, stop)
+                if cut not in found:
+                    found.append(cut)
+    return found
+
+
+def _decode_escapes(text: str) -> str:
+    def byte(match: re.Match[str]) -> str:
+        value = int(match.group(1), 16)
+        # backslashreplace escapes only bytes that are not UTF-8 alone (0x80 and up); a lower
+        # one is text that happens to look like an escape.
+        return chr(0xDC00 + value) if value >= 0x80 else match.group(0)
+
+    raw = _BYTE_ESCAPE_RE.sub(byte, text)
+    return raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _fields_problem(record: GoldenRecord) -> str | None:
+    if record.kind != "extraction":
+        return None
+    try:
+        json.loads(record.text or "")
+    except json.JSONDecodeError as error:
+        return (
+            f"field 'text' of an extraction is not JSON ({error.msg} at column {error.colno}): "
+            "an extraction's fields are its text parsed"
+        )
+    return None
+
+
+def _label_problem(record: GoldenRecord) -> str | None:
+    scores = dict(record.label_logprobs or {})
+    labels = list((record.request or {}).get("labels") or scores)
+    unknown = [name for name in scores if name not in labels]
+    if unknown:
+        return f"'logprobs' scores {unknown[0]!r}, which is not one of 'request.labels'"
+    if record.label not in scores:
+        choices = ", ".join(map(repr, scores)) or "(none)"
+        return f"field 'label' is {record.label!r}, not one of the scored labels {choices}"
+    best = max(scores, key=lambda name: scores[name])
+    if scores[record.label] < scores[best] - _ROUNDING_SLACK:
+        return (
+            f"field 'label' is {record.label!r} (logprob {scores[record.label]}) but "
+            f"{best!r} scores best ({scores[best]}): the label is the best scored one"
+        )
+    return None
+
+
+def quoted(text: str, limit: int = 80) -> str:
+    """``text`` as a JSON string for a message, shortened past ``limit`` characters."""
+    shown = json.dumps(text, ensure_ascii=False)
+    return shown if len(shown) <= limit else shown[: limit - 4] + '…"'
+
+
+__all__ = ["FORMAT_VERSION", "consistency_problem", "parse_golden", "quoted", "serialize_record"]

@@ -32,6 +32,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pytest_smallmodel.common.atomic import atomic_write_text
+from pytest_smallmodel.common.errors import GoldenError
+from pytest_smallmodel.goldens.file_format import parse_golden
 
 PENDING_FORMAT = 1
 PENDING_SUFFIX = ".json"
@@ -78,13 +80,27 @@ class Pending:
 
 @dataclass(frozen=True)
 class CorruptPending:
-    """A file under the pending directory that cannot be used; it is reported, never removed."""
+    """A file under the pending directory that cannot be used; it is reported, never removed.
+
+    ``refused``: it is readable but asks for something review never does (write outside the
+    golden directory); a pending directory from CI is untrusted input.
+    """
 
     path: Path
     problem: str
+    refused: bool = False
+
+    @property
+    def state(self) -> str:
+        return "refused" if self.refused else "corrupt"
 
     @property
     def message(self) -> str:
+        if self.refused:
+            return (
+                f"pending golden {self.path} was refused: {self.problem}; nothing was written "
+                "(delete it; if the golden belongs elsewhere, run the test again)"
+            )
         return (
             f"pending golden {self.path} cannot be used: {self.problem}; it was left in place "
             "(delete it, or run the failing test again to rewrite it)"
@@ -99,6 +115,10 @@ def safe_relative(raw: str) -> PurePosixPath | None:
     if path.is_absolute() or any(part in ("..", "") for part in path.parts):
         return None
     return path
+
+
+class RefusedPath(ValueError):
+    """A pending file names a golden that review must never write."""
 
 
 def parse_pending(text: str, *, path: Path) -> Pending:
@@ -135,9 +155,9 @@ def parse_pending(text: str, *, path: Path) -> Pending:
     golden = string("golden")
     relative = safe_relative(golden)
     if relative is None or relative.suffix != ".json":
-        raise ValueError(
-            f"field 'golden' is {golden!r}: expected a relative path to a .json golden inside "
-            "the project"
+        raise RefusedPath(
+            f"field 'golden' is {golden!r}: expected a relative path (no '..') to a .json "
+            "golden inside the golden directory"
         )
     replaces = string("replaces_sha256", nullable=True)
     if replaces is not None and (
@@ -146,11 +166,10 @@ def parse_pending(text: str, *, path: Path) -> Pending:
         raise ValueError("field 'replaces_sha256' must be a sha256 hex digest or null")
     golden_text = "\n".join(lines("golden_text"))
     try:
-        content = json.loads(golden_text)
-    except json.JSONDecodeError:
-        raise ValueError("field 'golden_text' does not hold a JSON golden") from None
-    if not isinstance(content, dict) or "golden_format" not in content:
-        raise ValueError("field 'golden_text' does not hold a golden (no 'golden_format')")
+        # The whole golden, as pytest would read it: a golden it refuses must not be accepted.
+        parse_golden(golden_text, path=relative.as_posix())
+    except GoldenError as error:
+        raise ValueError(f"field 'golden_text' is not a golden pytest can use: {error}") from None
     return Pending(
         golden=relative.as_posix(),
         replaces_sha256=replaces,
@@ -223,13 +242,28 @@ class PendingStore:
 
 
 def iter_pending(pending_dir: Path) -> Iterator[Pending | CorruptPending]:
-    """Every pending file under ``pending_dir`` in path order; unusable ones as CorruptPending."""
+    """Every pending file under ``pending_dir`` in path order; unusable ones as CorruptPending.
+
+    A link is refused, not followed: reading through it could show a file from elsewhere, and
+    rejecting or accepting the entry deletes the file it names.
+    """
     root = Path(pending_dir)
     if not root.is_dir():
         return
+    inside = root.resolve()
     for path in sorted(root.rglob(f"*{PENDING_SUFFIX}")):
-        if path.name.startswith(".") or not path.is_file():
+        if path.name.startswith("."):
             continue  # atomic.py's temporary files of an interrupted write
+        if path.is_symlink() or not path.resolve().is_relative_to(inside):
+            yield CorruptPending(
+                path,
+                f"it is a link (to {path.resolve()}); a pending golden must be a regular file "
+                f"inside {root}",
+                refused=True,
+            )
+            continue
+        if not path.is_file():
+            continue
         try:
             text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError:
@@ -240,6 +274,8 @@ def iter_pending(pending_dir: Path) -> Iterator[Pending | CorruptPending]:
             continue
         try:
             yield parse_pending(text, path=path)
+        except RefusedPath as error:
+            yield CorruptPending(path, str(error), refused=True)
         except ValueError as error:
             yield CorruptPending(path, str(error))
 
@@ -249,6 +285,7 @@ __all__ = [
     "CorruptPending",
     "Pending",
     "PendingStore",
+    "RefusedPath",
     "current_sha256",
     "iter_pending",
     "parse_pending",

@@ -8,7 +8,8 @@ terminal lines or JSON. This module is pure: no pytest, no syrupy, no click.
 
 Safety: accepting writes the golden atomically and only then removes the pending file; a pending
 result whose golden changed since it was written (conflict) is never accepted; an unreadable
-pending file is reported and left alone.
+pending file, or one whose golden is not a valid golden, is reported and left alone; one that
+names a golden outside the golden directory (links resolved) or is a link itself is refused.
 """
 
 from __future__ import annotations
@@ -108,17 +109,52 @@ def _conflict(pending: Pending, golden_path: Path) -> str | None:
     )
 
 
-def load_review(pending_dir: Path, root: Path) -> tuple[list[ReviewItem], list[CorruptPending]]:
-    """Every pending golden under ``pending_dir``; goldens are resolved against ``root``."""
+def load_review(
+    pending_dir: Path, root: Path, golden_dir: Path
+) -> tuple[list[ReviewItem], list[CorruptPending]]:
+    """Every pending golden under ``pending_dir``; goldens are resolved against ``root``.
+
+    A pending directory may come from CI, built by anyone's pull request: an entry whose golden
+    is not a file inside ``golden_dir`` once links are resolved is refused, never written.
+    """
     items: list[ReviewItem] = []
     corrupt: list[CorruptPending] = []
     for found in iter_pending(pending_dir):
         if isinstance(found, CorruptPending):
             corrupt.append(found)
             continue
-        golden_path = Path(root) / found.golden
+        golden_path = (Path(root) / found.golden).resolve()
+        refusal = _outside(found, golden_path, Path(golden_dir), Path(root))
+        if refusal is not None:
+            assert found.path is not None
+            corrupt.append(CorruptPending(found.path, refusal, refused=True))
+            continue
         items.append(ReviewItem(found, golden_path, _conflict(found, golden_path)))
     return items, corrupt
+
+
+def _outside(pending: Pending, golden_path: Path, golden_dir: Path, root: Path) -> str | None:
+    """Why accepting ``pending`` would write somewhere review must not, or None."""
+    inside = golden_dir.resolve()
+    shown = _shown(inside, root)
+    if not golden_path.is_relative_to(inside):
+        return (
+            f"its field 'golden' is {pending.golden!r}, which resolves to {golden_path}, outside "
+            f"the golden directory {shown}/; review writes only goldens inside it"
+        )
+    if golden_path.exists() and not golden_path.is_file():
+        return (
+            f"its field 'golden' is {pending.golden!r}, which is not a regular file "
+            f"({golden_path}); review only replaces golden files"
+        )
+    return None
+
+
+def _shown(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def matches(item: ReviewItem, pattern: str | None) -> bool:
@@ -168,14 +204,18 @@ def decide(item: ReviewItem, action: Action) -> ReviewEntry:
 class ReviewResult:
     entries: list[ReviewEntry] = field(default_factory=list)
     corrupt: list[CorruptPending] = field(default_factory=list)
+    # A --accept/--reject PATTERN that matched none of these pending goldens (a typo, likely).
+    unmatched: str | None = None
+    pending: tuple[str, ...] = ()
 
     def count(self, status: Status) -> int:
         return sum(1 for entry in self.entries if entry.status is status)
 
     @property
     def ok(self) -> bool:
-        """False when something asked for could not be done (a conflict or a corrupt file)."""
-        return not self.corrupt and self.count(Status.CONFLICT) == 0
+        """False when something asked for could not be done (a conflict, a corrupt or refused
+        file, a pattern that matched nothing while goldens are pending)."""
+        return not self.corrupt and self.count(Status.CONFLICT) == 0 and self.unmatched is None
 
     def summary(self) -> str:
         parts = [
@@ -183,21 +223,43 @@ class ReviewResult:
             for status in (Status.ACCEPTED, Status.REJECTED, Status.SKIPPED, Status.CONFLICT)
             if self.count(status)
         ]
-        if self.corrupt:
-            parts.append(f"{len(self.corrupt)} corrupt")
+        for state in ("corrupt", "refused"):
+            count = sum(1 for bad in self.corrupt if bad.state == state)
+            if count:
+                parts.append(f"{count} {state}")
+        if self.unmatched is not None:
+            parts.append(f"{len(self.pending)} left pending")
         return ", ".join(parts) if parts else "nothing to review"
+
+    def unmatched_message(self) -> str | None:
+        if self.unmatched is None:
+            return None
+        return (
+            f"no pending golden matches {self.unmatched!r}; pending: {', '.join(self.pending)} "
+            "(give one of these paths, or a shell pattern such as 'golden/tests/test_x/*')"
+        )
 
     def lines(self) -> list[str]:
         out = [f"{entry.status.value}: {entry.golden}: {entry.message}" for entry in self.entries]
-        out += [f"corrupt: {bad.message}" for bad in self.corrupt]
+        out += [f"{bad.state}: {bad.message}" for bad in self.corrupt]
+        unmatched = self.unmatched_message()
+        if unmatched is not None:
+            out.append(f"error: {unmatched}")
         return [*out, self.summary()]
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "entries": [entry.to_dict() for entry in self.entries],
-            "corrupt": [{"pending": str(bad.path), "problem": bad.problem} for bad in self.corrupt],
+            "corrupt": _problems(self.corrupt),
+            "unmatched": self.unmatched_message(),
             "summary": self.summary(),
         }
+
+
+def _problems(corrupt: Sequence[CorruptPending]) -> list[dict[str, str]]:
+    return [
+        {"pending": str(bad.path), "state": bad.state, "problem": bad.problem} for bad in corrupt
+    ]
 
 
 Chooser = Callable[[ReviewItem, int, int], Key]
@@ -238,7 +300,11 @@ def apply_to_matching(
     """Non-interactive ``--accept [PATTERN]`` / ``--reject [PATTERN]``."""
     key = Key.ACCEPT if action is Action.ACCEPT else Key.REJECT
     chosen = [item for item in items if matches(item, pattern)]
-    return run_review(chosen, corrupt, lambda _item, _position, _total: key)
+    result = run_review(chosen, corrupt, lambda _item, _position, _total: key)
+    if items and not chosen and pattern is not None:
+        result.unmatched = pattern
+        result.pending = tuple(item.name for item in items)
+    return result
 
 
 def listing_lines(items: Sequence[ReviewItem], corrupt: Sequence[CorruptPending]) -> list[str]:
@@ -246,7 +312,7 @@ def listing_lines(items: Sequence[ReviewItem], corrupt: Sequence[CorruptPending]
     for item in items:
         state = "CONFLICT" if item.conflict else "pending"
         lines.append(f"{state}  {item.name}  {item.pending.test}: {item.pending.headline}")
-    lines += [f"corrupt  {bad.message}" for bad in corrupt]
+    lines += [f"{bad.state}  {bad.message}" for bad in corrupt]
     total = len(items) + len(corrupt)
     lines.append(f"{total} pending golden{'s' if total != 1 else ''}")
     return lines
@@ -256,7 +322,7 @@ def listing_json(items: Sequence[ReviewItem], corrupt: Sequence[CorruptPending])
     return json.dumps(
         {
             "pending": [item.to_dict() for item in items],
-            "corrupt": [{"pending": str(bad.path), "problem": bad.problem} for bad in corrupt],
+            "corrupt": _problems(corrupt),
         },
         indent=2,
         ensure_ascii=False,

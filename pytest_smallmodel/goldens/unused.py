@@ -6,9 +6,11 @@ deselected (``-k``, ``-m``), was not collected (path arguments) or never ran bec
 stopped early (``-x``, ``--maxfail``, Ctrl-C, a crash) owns goldens that are kept, because they
 may be the only record of the behaviour before the change being tested.
 
-Goldens that no collected test owns (their test was renamed or removed) are *orphans*: reported
-with their path, never deleted automatically, since a test that exists but was not collected
-looks the same from inside one session.
+Goldens that no collected test owns (their test was renamed or removed) are *orphans*. A test
+that exists but was not collected looks the same from inside one session, so orphans are deleted
+only after a *complete* run: the whole suite collected (no test ids, nothing deselected), every
+test that uses goldens ran and passed, and nothing stopped the session early. After any partial
+run they are reported with their path and kept.
 
 Under pytest-xdist each worker keeps its own ledger (tests it collected, outcomes of the tests it
 ran, goldens they asserted) and ships it to the controller, which merges them and decides. A
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pytest_smallmodel.goldens.pending import PENDING_SUFFIX
@@ -48,11 +50,15 @@ class UnusedGolden:
 
 @dataclass(frozen=True)
 class UnusedReport:
-    """The decision for one session; ``deleted`` is filled only when deleting was asked for."""
+    """The decision for one session; ``deleted`` and ``deleted_orphans`` are filled only when
+    deleting was asked for; ``complete`` says whether this run proves which goldens are orphans
+    (``GoldenLedger.complete``) and so may delete them."""
 
     unused: tuple[UnusedGolden, ...]
     orphans: tuple[Path, ...]
     deleted: tuple[UnusedGolden, ...] = ()
+    complete: bool = False
+    deleted_orphans: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -78,6 +84,16 @@ class GoldenLedger:
 
     def add_used(self, paths: Iterable[str]) -> None:
         self.used.update(str(Path(p).resolve()) for p in paths)
+
+    def complete(self, *, session_ok: bool) -> bool:
+        """Whether this run proves that no test owns its orphans: the whole suite was collected
+        and every test that uses goldens ran to completion and passed (``session_ok``: no
+        failure, error or interruption elsewhere either)."""
+        return (
+            session_ok
+            and not self.partial_collection
+            and all(self.passed(nodeid) for nodeid in self.tests)
+        )
 
     def passed(self, nodeid: str) -> bool:
         """Ran to completion: setup, call and teardown all passed (xfail and skip do not)."""
@@ -106,7 +122,7 @@ class GoldenLedger:
 
     # -- the decision ---------------------------------------------------------------------------
 
-    def report(self) -> UnusedReport:
+    def report(self, *, complete: bool = False) -> UnusedReport:
         by_directory: dict[str, list[tuple[str, str]]] = {}
         for nodeid, (directory, stem) in self.tests.items():
             by_directory.setdefault(directory, []).append((nodeid, stem))
@@ -125,16 +141,22 @@ class GoldenLedger:
                 # (only possible with odd parametrize ids) keeps the golden.
                 if all(self.passed(nodeid) for nodeid in claimants):
                     unused.append(UnusedGolden(path, claimants[0]))
-        return UnusedReport(tuple(unused), tuple(orphans))
+        return UnusedReport(tuple(unused), tuple(orphans), complete=complete)
 
-    def delete_unused(self) -> UnusedReport:
-        """Delete the unused goldens (``--snapshot-update``) and report each one."""
-        report = self.report()
+    def delete_unused(self, *, complete: bool = False) -> UnusedReport:
+        """Delete the unused goldens (``--snapshot-update``), and the orphans too when the run
+        was ``complete``; report each one."""
+        report = self.report(complete=complete)
         deleted = []
         for golden in report.unused:
             golden.path.unlink(missing_ok=True)
             deleted.append(golden)
-        return UnusedReport(report.unused, report.orphans, tuple(deleted))
+        removed_orphans = []
+        if complete:
+            for path in report.orphans:
+                path.unlink(missing_ok=True)
+                removed_orphans.append(path)
+        return replace(report, deleted=tuple(deleted), deleted_orphans=tuple(removed_orphans))
 
 
 def _golden_files(directory: Path) -> list[Path]:
@@ -168,18 +190,36 @@ def summary_lines(report: UnusedReport, *, root: Path, updating: bool) -> list[s
                 f"unused golden {shown(golden.path)}: {golden.test} passed without asserting it; "
                 "`pytest --snapshot-update` deletes it"
             )
-    for path in report.orphans:
-        lines.append(
-            f"orphaned golden {shown(path)}: no collected test owns it (kept; if its test was "
-            "removed or renamed, delete the file)"
-        )
+    for path in report.deleted_orphans:
+        lines.append(f"deleted orphaned golden {shown(path)} (no test of the complete run owns it)")
+    if not report.deleted_orphans:
+        for path in report.orphans:
+            how = (
+                "`pytest --snapshot-update` deletes it"
+                if report.complete
+                else "kept: this run was partial; a complete `pytest --snapshot-update` deletes it"
+            )
+            lines.append(
+                f"orphaned golden {shown(path)}: no collected test owns it ({how}, or "
+                "`smallmodel review --orphans`)"
+            )
     return lines
+
+
+def failing_goldens(report: UnusedReport) -> dict[str, int]:
+    """What makes a run without ``--snapshot-update`` fail although its tests passed, as the
+    words and counts of pytest's summary line ("5 passed, 1 orphaned golden")."""
+    counts = {"unused golden": len(report.unused), "orphaned golden": len(report.orphans)}
+    return {
+        f"{words}{'s' if count != 1 else ''}": count for words, count in counts.items() if count
+    }
 
 
 __all__ = [
     "GoldenLedger",
     "UnusedGolden",
     "UnusedReport",
+    "failing_goldens",
     "owns_golden",
     "summary_lines",
 ]

@@ -37,12 +37,45 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def check_syntax(name: str, path: Path, text: str) -> None:
+    """Raise one ConfigError naming the file and line when ``text`` is not a Jinja template.
+
+    Parsed as llama-cpp-python's chat formatter does (its sandboxed environment, same
+    whitespace options), so a template that passes here compiles there: without this a syntax
+    error surfaces only when a test first renders a chat, as a worker traceback.
+    """
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    environment = ImmutableSandboxedEnvironment(
+        loader=jinja2.BaseLoader(), trim_blocks=True, lstrip_blocks=True
+    )
+    try:
+        environment.parse(text)
+    except jinja2.TemplateSyntaxError as error:
+        raise ConfigError(
+            f"{name}: chat template {path}, line {error.lineno}: {error.message}. Fix the "
+            "template (Jinja syntax) and run `smallmodel lock`"
+        ) from None
+
+
+def _text(name: str, path: Path, data: bytes) -> str:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name}: chat template {path} is not UTF-8 text") from None
+    check_syntax(name, path, text)
+    return text
+
+
 def pin_template(project: Project, spec: ModelSpec) -> Mapping[str, str] | None:
     """The lock entry for the spec's template file: its path and sha256 (None without one)."""
     if spec.chat_template is None:
         return None
     path = template_path(project, spec.name, spec.chat_template)
-    return {"path": spec.chat_template, "sha256": _digest(path)}
+    data = path.read_bytes()
+    _text(spec.name, path, data)
+    return {"path": spec.chat_template, "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def template_change(
@@ -79,7 +112,4 @@ def load_template(project: Project, name: str, pinned: Mapping[str, str] | None)
             f"{pinned['sha256'][:12]}): restore it, or if the change is intended run "
             "`smallmodel lock` and commit models.lock"
         )
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{name}: chat template {path} is not UTF-8 text") from None
+    return _text(name, path, data)

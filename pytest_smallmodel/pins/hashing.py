@@ -166,6 +166,9 @@ def hash_with_cache(
     if not full:
         cached = cache.lookup(identity)
         if cached is not None:
+            # The stat cache knows the bytes, not whether this user may still read them: a
+            # file made unreadable since would pass here and fail when loaded.
+            os.close(os.open(identity.path, os.O_RDONLY))
             return cached
     digest = sha256_file(Path(identity.path), progress=progress)
     # Only cache if the file did not change while we were reading it.

@@ -30,9 +30,15 @@ from pytest_smallmodel.engine.handle import ModelHandle
 from pytest_smallmodel.engine.registry import ModelReference, ModelRegistry
 from pytest_smallmodel.engine.result_cache import ResultCache
 from pytest_smallmodel.evaluation.stats import Figure
+from pytest_smallmodel.goldens.orphans import write_record as write_orphans
 from pytest_smallmodel.goldens.pending import PendingStore
 from pytest_smallmodel.goldens.records import GoldenRecord
-from pytest_smallmodel.goldens.unused import GoldenLedger, UnusedReport, summary_lines
+from pytest_smallmodel.goldens.unused import (
+    GoldenLedger,
+    UnusedReport,
+    failing_goldens,
+    summary_lines,
+)
 from pytest_smallmodel.pins.hashing import ModelUnavailable
 from pytest_smallmodel.pins.project import DEFAULT_PENDING_DIR, Project, load_project
 from pytest_smallmodel.plugin.golden import (
@@ -102,6 +108,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="write every golden verdict of the session as JSON to PATH (format: the package's "
         "report.schema.json; see docs/drift.md)",
+    )
+    group.addoption(
+        "--smallmodel-orphans-json",
+        metavar="PATH",
+        default=None,
+        help="write the goldens no collected test owns to PATH as JSON (what `smallmodel "
+        "review --orphans` collects with)",
     )
     group.addoption(
         "--smallmodel-pending",
@@ -455,6 +468,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         workeroutput[_WORKER_PENDING_KEY] = json.dumps(state.pending_written())
         return  # the controller writes the reports, with every worker's verdicts merged
     _judge_unused(session, state)
+    orphans_json = config.getoption("smallmodel_orphans_json")
+    if orphans_json:
+        write_orphans(
+            Path(orphans_json),
+            state.unused.orphans if state.unused is not None else (),
+            root=config.rootpath,
+            partial=state.ledger.partial_collection,
+        )
     writers = {
         "smallmodel_report": state.drift_log.write_markdown,
         "smallmodel_report_json": state.drift_log.write_json,
@@ -478,18 +499,31 @@ def _judge_unused(session: pytest.Session, state: SmallModelSession) -> None:
     if getattr(option, "disable_unused_snapshots", False) or not state.ledger.tests:
         return
     updating = bool(option.update_snapshots)
+    session_ok = (
+        session.exitstatus == pytest.ExitCode.OK
+        and session.testsfailed == 0
+        and not session.shouldstop
+        and not session.shouldfail
+    )
+    complete = state.ledger.complete(session_ok=session_ok)
     if updating and not getattr(option, "no_cleanup", False):
-        state.unused = state.ledger.delete_unused()
+        state.unused = state.ledger.delete_unused(complete=complete)
         return
-    state.unused = state.ledger.report()
-    # syrupy's rule, kept: unused goldens fail the session unless --snapshot-warn-unused.
+    state.unused = state.ledger.report(complete=complete)
+    # syrupy's rule, kept: unused goldens fail the session unless --snapshot-warn-unused; the
+    # summary line says so ("5 passed, 1 orphaned golden"), since every test passed.
     if (
         (state.unused.unused or state.unused.orphans)
         and not updating
         and not option.warn_unused_snapshots
+        and not option.collectonly
         and session.exitstatus == pytest.ExitCode.OK
     ):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            for words, count in failing_goldens(state.unused).items():
+                reporter.stats.setdefault(words, []).extend([words] * count)
 
 
 def pytest_assertrepr_compare(

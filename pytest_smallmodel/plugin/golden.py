@@ -174,7 +174,16 @@ class GoldenExtension(SingleFileSnapshotExtension):
         data = next(iter(snapshot_collection)).data
         if not isinstance(data, str):
             raise TypeError(f"golden data must be text, got {type(data).__name__}")
-        atomic_write_text(Path(snapshot_collection.location), data)
+        location = Path(snapshot_collection.location)
+        inside = cls.golden_dir.resolve()
+        if not location.resolve().is_relative_to(inside):
+            # A link committed into golden/ must not turn --snapshot-update into a write
+            # anywhere else (atomic writes follow links to regular files).
+            raise FileSystemError(
+                f"cannot write golden {location}: it is a link to {location.resolve()}, outside "
+                f"the golden directory {inside}. Replace the link with the golden file"
+            )
+        atomic_write_text(location, data)
 
     def delete_snapshots(self, *, snapshot_location: str, snapshot_names: set[str]) -> None:
         Path(snapshot_location).unlink(missing_ok=True)

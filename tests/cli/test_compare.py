@@ -7,6 +7,7 @@ import math
 
 import pytest
 from click.testing import CliRunner, Result
+from golden_edits import rename_token
 from real_model import smollm2_path, smollm2_project
 
 from pytest_smallmodel.cli import main as smallmodel_cli
@@ -76,16 +77,19 @@ def test_a_model_compared_with_itself_is_identical(project: pytest.Pytester) -> 
     assert embedding.exit_code == 0, embedding.output
     assert "(embedding): identical; cosine 1.000000" in embedding.output
 
-    # A golden in which OLD chose the other label: a flip, shown with both labels' logprobs.
+    # A golden in which OLD chose the other label (its scores say so): a flip, shown with both
+    # labels' logprobs.
     label = project.path / "golden" / "test_suite" / "test_label.json"
     recorded = json.loads(label.read_text(encoding="utf-8"))
     chosen = recorded["label"]
     other = next(name for name in recorded["logprobs"] if name != chosen)
+    scores = dict(recorded["logprobs"])
     recorded["label"] = other
+    recorded["logprobs"] = {chosen: scores[other], other: scores[chosen]}
     label.write_text(json.dumps(recorded), encoding="utf-8")
     flipped = cli(project, "compare", "local", "local", "--json", str(report))
     assert flipped.exit_code == 0, flipped.output
-    old_lp, new_lp = recorded["logprobs"][other], recorded["logprobs"][chosen]
+    old_lp, new_lp = recorded["logprobs"][other], scores[chosen]
     assert (
         f"label flips {other!r} (logprob {old_lp:.4f} in OLD) -> {chosen!r} "
         f"(logprob {new_lp:.4f} in NEW)" in flipped.output
@@ -165,6 +169,15 @@ def test_bad_input_is_named(project: pytest.Pytester) -> None:
     assert none.exit_code == 1
     assert "no goldens recorded with local@0123456789 under golden" in none.output
 
+    with (project.path / "pyproject.toml").open("a", encoding="utf-8") as pyproject:
+        pyproject.write('newer = { path = "local.gguf" }\n')
+    unlocked = cli(project, "compare", "local", "newer")
+    assert unlocked.exit_code == 2
+    assert "model 'newer': not in models.lock (declared in pyproject.toml, not locked yet)" in (
+        unlocked.output
+    )
+    assert "Run `smallmodel lock newer`" in unlocked.output
+
     future = project.path / "golden" / "test_suite" / "test_future.json"
     future.write_text('{"golden_format": 2, "kind": "generation"}', encoding="utf-8")
     newer = cli(project, "compare", "local", "local")
@@ -178,3 +191,38 @@ def test_bad_input_is_named(project: pytest.Pytester) -> None:
     # A `path` model cannot be pulled: the fix names the file (downloadable ones get the pull hint).
     assert "local: model file is missing (expected at" in missing.output
     assert "restore it, or fix the path" in missing.output
+
+
+def test_corrupt_goldens_are_named_with_the_field_and_fail_the_comparison(
+    project: pytest.Pytester,
+) -> None:
+    goldens = project.path / "golden" / "test_suite"
+    motto = goldens / "test_motto.json"
+    record = json.loads(motto.read_text(encoding="utf-8"))
+    rename_token(record)  # the file agrees with itself: text, step and top-k texts
+    motto.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    label = goldens / "test_label.json"
+    recorded = json.loads(label.read_text(encoding="utf-8"))
+    recorded["label"] = "maybe"
+    label.write_text(json.dumps(recorded), encoding="utf-8")
+
+    result = cli(project, "compare", "local", "local")
+    assert result.exit_code == 1, result.output
+    assert "golden golden/test_suite/test_motto.json is corrupt: field 'text' is" in result.output
+    assert "reads its tokens as" in result.output
+    assert (
+        "golden golden/test_suite/test_label.json is invalid: field 'label' is 'maybe'"
+        in result.output
+    )
+
+    # OLD's only golden unusable: named, not just "no goldens".
+    for other in goldens.glob("*.json"):
+        if other.name != "test_chat.json":
+            other.unlink()
+    chat = goldens / "test_chat.json"
+    chat.unlink()
+    chat.mkdir()  # a golden that cannot be read
+    unreadable = cli(project, "compare", "local", "local")
+    assert unreadable.exit_code == 1
+    assert "no goldens recorded with local under golden" in unreadable.output
+    assert "golden golden/test_suite/test_chat.json cannot be read" in unreadable.output

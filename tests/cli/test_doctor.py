@@ -130,3 +130,29 @@ def test_doctor_runs_a_model_on_its_own_backend(
     assert result.exit_code == 0, result.output
     assert "smollm2@b179c952: ok via llama-server (loaded in " in result.output
     assert "Paris" in result.output
+
+
+def test_doctor_says_how_to_start_a_running_server_that_died(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server the user started and that crashed (nothing answers at its URL any more): doctor
+    names the URL and the AMX workaround (--no-repack), the usual cause on Intel Xeons."""
+    from server_fixtures import running_server
+
+    monkeypatch.setenv("SMALLMODEL_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "project"
+    root.mkdir()
+    source = smollm2_path()
+    assert source is not None
+    with running_server(source) as server:
+        url = server.url
+        spec = SMOLLM2_SPEC.replace(" }", f', server = "{url}" }}')
+        (root / "pyproject.toml").write_text(
+            f"[tool.smallmodel.models]\n{spec}\n", encoding="utf-8"
+        )
+        assert CliRunner().invoke(main, ["--project", str(root), "lock"]).exit_code == 0
+        server.stop()  # what a crash leaves behind: nothing listening
+        result = CliRunner().invoke(main, ["--project", str(root), "doctor"])
+    assert result.exit_code == 1, result.output
+    assert f"{url}/props failed" in result.output
+    assert "start it with --no-repack" in result.output

@@ -281,7 +281,8 @@ def test_labels_tolerance_uses_label_logprobs() -> None:
 def _embedding(values: Sequence[float], fingerprint: Mapping[str, Any]) -> Embedding:
     vector = Embedding(values)
     request = Request(kind="embed", prompt="x", prompt_tokens=(1,), settings={})
-    vector.provenance = Provenance("e5", SHA, request, fingerprint)
+    # The fingerprint names the model that made the result (a golden checks that they agree).
+    vector.provenance = Provenance("e5", SHA, request, {**fingerprint, "model": "e5"})
     return vector
 
 

@@ -159,3 +159,59 @@ def test_diagnosis_text_has_headline_settings_and_log(cause: str) -> None:
     assert expected in text.splitlines()[0]
     assert "n_ctx=2048" in text and "hint: a hint" in text and "llama_context: n_ctx" in text
     assert "fail fast" in diagnosis.again().text()
+
+
+# The flags lines of /proc/cpuinfo as Linux 6.x prints them on these CPUs: the kernel's own
+# spellings ("avx512vbmi" but "avx512_vnni"), which differ from llama.cpp's system_info names.
+SAPPHIRE_RAPIDS_CPUINFO = """processor	: 0
+vendor_id	: GenuineIntel
+model name	: Intel(R) Xeon(R) Platinum 8480+
+flags		: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush dts acpi mmx fxsr sse sse2 ss ht tm pbe syscall nx pdpe1gb rdtscp lm constant_tsc art arch_perfmon pebs bts rep_good nopl xtopology nonstop_tsc cpuid aperfmperf tsc_known_freq pni pclmulqdq dtes64 monitor ds_cpl vmx smx est tm2 ssse3 sdbg fma cx16 xtpr pdcm pcid dca sse4_1 sse4_2 x2apic movbe popcnt tsc_deadline_timer aes xsave avx f16c rdrand lahf_lm abm 3dnowprefetch cpuid_fault epb cat_l3 cat_l2 cdp_l3 invpcid_single intel_ppin cdp_l2 ssbd mba ibrs ibpb stibp ibrs_enhanced tpr_shadow flexpriority ept vpid ept_ad fsgsbase tsc_adjust bmi1 avx2 smep bmi2 erms invpcid cqm rdt_a avx512f avx512dq rdseed adx smap avx512ifma clflushopt clwb intel_pt avx512cd sha_ni avx512bw avx512vl xsaveopt xsavec xgetbv1 xsaves cqm_llc cqm_occup_llc cqm_mbm_total cqm_mbm_local split_lock_detect avx_vnni avx512_bf16 wbnoinvd dtherm ida arat pln pts hwp hwp_act_window hwp_epp hwp_pkg_req vnmi avx512vbmi umip pku ospke waitpkg avx512_vbmi2 gfni vaes vpclmulqdq avx512_vnni avx512_bitalg tme avx512_vpopcntdq la57 rdpid bus_lock_detect cldemote movdiri movdir64b enqcmd fsrm md_clear serialize tsxldtrk pconfig arch_lbr ibt amx_bf16 avx512_fp16 amx_tile amx_int8 flush_l1d arch_capabilities
+"""  # noqa: E501
+ZEN4_CPUINFO = """processor	: 0
+vendor_id	: AuthenticAMD
+model name	: AMD EPYC 9654 96-Core Processor
+flags		: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 ht syscall nx mmxext fxsr_opt pdpe1gb rdtscp lm constant_tsc rep_good amd_lbr_v2 nopl nonstop_tsc cpuid extd_apicid aperfmperf rapl pni pclmulqdq monitor ssse3 fma cx16 pcid sse4_1 sse4_2 x2apic movbe popcnt aes xsave avx f16c rdrand lahf_lm cmp_legacy svm extapic cr8_legacy abm sse4a misalignsse 3dnowprefetch osvw ibs skinit wdt tce topoext perfctr_core perfctr_nb bpext perfctr_llc mwaitx cpb cat_l3 cdp_l3 invpcid_single hw_pstate ssbd mba perfmon_v2 ibrs ibpb stibp ibrs_enhanced vmmcall fsgsbase bmi1 avx2 smep bmi2 erms invpcid cqm rdt_a avx512f avx512dq rdseed adx smap avx512ifma clflushopt clwb avx512cd sha_ni avx512bw avx512vl xsaveopt xsavec xgetbv1 xsaves cqm_llc cqm_occup_llc cqm_mbm_total cqm_mbm_local avx512_bf16 clzero irperf xsaveerptr rdpru wbnoinvd amd_ppin cppc arat npt lbrv svm_lock nrip_save tsc_scale vmcb_clean flushbyasid decodeassists pausefilter pfthreshold avic v_vmsave_vmload vgif x2avic v_spec_ctrl vnmi avx512vbmi umip pku ospke avx512_vbmi2 gfni vaes vpclmulqdq avx512_vnni avx512_bitalg avx512_vpopcntdq la57 rdpid overflow_recov succor smca fsrm flush_l1d
+"""  # noqa: E501
+GRAVITON3_CPUINFO = """processor	: 0
+BogoMIPS	: 2100.00
+Features	: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma lrcpc dcpop sha3 sm3 sm4 asimddp sha512 sve asimdfhm dit uscat ilrcp flagm ssbs paca pacg dcpodp svei8mm svebf16 i8mm bf16 dgh rng
+CPU implementer	: 0x41
+"""  # noqa: E501
+# system_info of a native (GGML_NATIVE=ON) build on each of them.
+ZEN4_NATIVE = (
+    "CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | "
+    "AVX512 = 1 | AVX512_VBMI = 1 | AVX512_VNNI = 1 | AVX512_BF16 = 1 | LLAMAFILE = 1 | "
+    "OPENMP = 1 | REPACK = 1 |"
+)
+GRAVITON3_NATIVE = (
+    "CPU : NEON = 1 | ARM_FMA = 1 | FP16_VA = 1 | DOTPROD = 1 | SVE = 1 | MATMUL_INT8 = 1 | "
+    "SVE_CNT = 32 | LLAMAFILE = 1 | OPENMP = 1 | REPACK = 1 |"
+)
+
+
+def test_cpu_flags_are_compared_in_the_kernels_spelling_on_real_cpuinfo() -> None:
+    from pytest_smallmodel.common.fingerprint import parse_cpuinfo
+    from pytest_smallmodel.engine.crash import _FEATURE_FLAGS
+
+    spr = parse_cpuinfo(SAPPHIRE_RAPIDS_CPUINFO)
+    zen4 = parse_cpuinfo(ZEN4_CPUINFO)
+    graviton = parse_cpuinfo(GRAVITON3_CPUINFO)
+    assert spr["model"] == "Intel(R) Xeon(R) Platinum 8480+"
+    assert zen4["model"] == "AMD EPYC 9654 96-Core Processor"
+    # A native build on the CPU it was built on uses nothing that CPU lacks.
+    assert missing_cpu_features(AMX_XEON, spr["flags"]) == []
+    assert missing_cpu_features(ZEN4_NATIVE, zen4["flags"]) == []
+    assert missing_cpu_features(GRAVITON3_NATIVE, graviton["flags"]) == []
+    # Moved to another CPU, a build names exactly what that CPU lacks.
+    assert missing_cpu_features(AMX_XEON, zen4["flags"]) == ["AVX_VNNI", "AMX_INT8"]
+    assert missing_cpu_features(ZEN4_NATIVE, EPYC_FLAGS) == [
+        "AVX512",
+        "AVX512_VBMI",
+        "AVX512_VNNI",
+        "AVX512_BF16",
+    ]
+    # Every spelling compared is one these CPUs print, and survives the fingerprint's filter.
+    kept = set(spr["flags"]) | set(zen4["flags"]) | set(graviton["flags"])
+    assert {flag for flag in _FEATURE_FLAGS.values() if flag not in kept} == set()
+    assert {"avx512vbmi", "avx512_vnni", "avx512_bf16", "amx_int8", "avx_vnni"} <= kept

@@ -182,10 +182,10 @@ def test_a_corrupt_pending_file_is_reported_and_left_alone(project: pytest.Pytes
     assert result.exit_code == 1
     assert f"pending golden {broken} cannot be used: not valid JSON" in result.output
     assert (
-        f"pending golden {escaping} cannot be used: field 'golden' is '../outside.json'"
+        f"pending golden {escaping} was refused: field 'golden' is '../outside.json'"
         in result.output
     )
-    assert "2 accepted, 2 corrupt" in result.output
+    assert "2 accepted, 1 corrupt, 1 refused" in result.output
     assert broken.exists() and escaping.exists()
     assert not (project.path.parent / "outside.json").exists()
 
@@ -267,3 +267,97 @@ def test_review_on_a_terminal_takes_one_key_per_golden(project: pytest.Pytester)
     assert read(project, LABEL) == before[LABEL]
     assert read(project, MOTTO) != before[MOTTO]
     assert not pending_file(project, MOTTO).exists() and not pending_file(project, LABEL).exists()
+
+
+# -- a pending directory is untrusted input (issue 19) --------------------------------------------
+
+
+def _artifact_entry(artifact: Path, name: str, record: dict[str, object]) -> Path:
+    entry = artifact / "test_suite" / name
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    entry.write_text(json.dumps(record), encoding="utf-8")
+    return entry
+
+
+def test_review_of_an_artifact_writes_nothing_outside_the_golden_directory(
+    project: pytest.Pytester, tmp_path: Path
+) -> None:
+    fail_with_changed_prompts(project, "--smallmodel-pending=ci-pending")
+    artifact = tmp_path / "artifact"
+    shutil.copytree(project.path / "ci-pending", artifact)
+    valid = json.loads(pending_file(project, MOTTO, "ci-pending").read_text(encoding="utf-8"))
+    # A hostile pull request's artifact: a valid golden text aimed at files outside golden/.
+    package = project.path / "package.json"
+    package.write_text('{"name": "demo"}\n', encoding="utf-8")
+    (project.path / "golden" / "escape").symlink_to(project.path)  # golden/escape -> the root
+    outside = project.path.parent / "outside.json"
+    aimed = {
+        "package.json": package,
+        "golden/escape/package.json": package,
+        "golden/../package.json": package,
+        str(outside): outside,
+    }
+    entries = {}
+    for index, golden in enumerate(aimed):
+        replaces = hashlib.sha256(package.read_bytes()).hexdigest() if "package" in golden else None
+        record = {**valid, "golden": golden, "replaces_sha256": replaces}
+        entries[golden] = _artifact_entry(artifact, f"test_evil{index}.json", record)
+    linked = artifact / "test_suite" / "test_linked.json"
+    linked.symlink_to(package)  # a pending file that is a link: reading it reads elsewhere
+    before = package.read_bytes()
+
+    listed = cli(project, "review", "--from", str(artifact), "--list")
+    assert listed.exit_code == 0, listed.output
+    accepted = cli(project, "review", "--from", str(artifact), "--accept")
+
+    assert accepted.exit_code == 1, accepted.output
+    assert package.read_bytes() == before and not outside.exists()
+    assert linked.is_symlink()  # not deleted, nor what it points to
+    for golden, entry in entries.items():
+        line = next(x for x in accepted.output.splitlines() if str(entry) in x)
+        assert line.startswith(f"refused: pending golden {entry} was refused:"), line
+        assert repr(golden) in line, line
+        assert f"refused  pending golden {entry}" in listed.output
+    assert "package.json'" in accepted.output and "outside the golden directory golden/" in (
+        accepted.output
+    )
+    assert f"refused: pending golden {linked} was refused: it is a link" in accepted.output
+    assert "2 accepted, 5 refused" in accepted.output  # the two genuine ones are accepted
+    (project.path / "golden" / "escape").unlink()
+    project.runpytest().assert_outcomes(passed=2)
+
+
+def test_an_invalid_pending_golden_is_listed_corrupt_and_never_accepted(
+    project: pytest.Pytester,
+) -> None:
+    before = fail_with_changed_prompts(project)
+    entry = pending_file(project, MOTTO)
+    record = json.loads(entry.read_text(encoding="utf-8"))
+    golden = json.loads("\n".join(record["golden_text"]))
+    golden["tokens"] = [golden["tokens"][1], *golden["tokens"][1:]]  # tokens and steps disagree
+    record["golden_text"] = json.dumps(golden, indent=2).split("\n")
+    entry.write_text(json.dumps(record), encoding="utf-8")
+
+    listed = cli(project, "review", "--list")
+    assert f"corrupt  pending golden {entry} cannot be used: field 'golden_text'" in listed.output
+    assert "'tokens' and the tokens of 'steps' disagree" in listed.output
+    assert f"pending  {MOTTO}" not in listed.output
+    accepted = cli(project, "review", "--accept")
+    assert accepted.exit_code == 1
+    assert "1 accepted, 1 corrupt" in accepted.output
+    assert read(project, MOTTO) == before[MOTTO]  # the valid golden is kept
+    assert entry.exists()
+
+
+def test_a_pattern_that_matches_nothing_pending_is_an_error_listing_what_is(
+    project: pytest.Pytester,
+) -> None:
+    before = fail_with_changed_prompts(project)
+    for action in ("--accept", "--reject"):
+        result = cli(project, "review", action, "golden/test_siute/*")
+        assert result.exit_code == 1, result.output
+        assert "no pending golden matches 'golden/test_siute/*'" in result.output
+        assert f"pending: {LABEL}, {MOTTO}" in result.output
+        assert "nothing to review" not in result.output
+    assert {name: read(project, name) for name in (MOTTO, LABEL)} == before
+    assert pending_file(project, MOTTO).exists() and pending_file(project, LABEL).exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from real_model import smollm2_path, smollm2_project
@@ -141,19 +142,84 @@ def test_a_golden_its_passing_test_no_longer_asserts_is_reported_then_deleted_by
     assert sorted(snapshot(project)) == sorted(set(GOLDENS) - {"test_summary.json"})
 
 
-def test_goldens_of_removed_tests_are_reported_and_kept(project: pytest.Pytester) -> None:
+def test_goldens_of_removed_tests_fail_the_run_and_only_a_complete_update_deletes_them(
+    project: pytest.Pytester,
+) -> None:
     before = snapshot(project)
+    orphan = "golden/test_suite/test_routing[[]dog].json"
     project.makepyfile(test_suite=SUITE.replace('["cat", "dog"]', '["cat"]'))
     plain = project.runpytest()
     plain.assert_outcomes(passed=3)
     assert plain.ret == pytest.ExitCode.TESTS_FAILED  # a leftover file to look at, as with syrupy
-    plain.stdout.fnmatch_lines(["orphaned golden golden/test_suite/test_routing[[]dog].json*"])
-    result = project.runpytest("--snapshot-update")
-    result.assert_outcomes(passed=3)
-    result.stdout.fnmatch_lines(
-        ["orphaned golden golden/test_suite/test_routing[[]dog].json: no collected test owns it*"]
-    )
+    plain.stdout.fnmatch_lines([f"orphaned golden {orphan}*", "*3 passed*, 1 orphaned golden in*"])
+    # Partial runs cannot tell a removed test from one not collected: the golden is kept.
+    for partial in (["-k", "cat"], ["test_suite.py::test_motto"], ["-x", "-k", "motto or cat"]):
+        project.runpytest("--snapshot-update", *partial)
+        assert snapshot(project) == before, partial
+    # A run in which a golden test fails is not complete either.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BREAK_MOTTO", "1")
+        broken = project.runpytest("--snapshot-update")
+    broken.assert_outcomes(passed=2, failed=1)
+    broken.stdout.fnmatch_lines([f"orphaned golden {orphan}: no collected test owns it (kept*"])
     assert snapshot(project) == before
+    # The complete run proves nothing owns it: deleted, and the path printed.
+    complete = project.runpytest("--snapshot-update")
+    complete.assert_outcomes(passed=3)
+    assert complete.ret == pytest.ExitCode.OK
+    complete.stdout.fnmatch_lines(
+        ["deleted orphaned golden golden/test_suite/test_routing[[]dog].json (no test of the*"]
+    )
+    assert sorted(snapshot(project)) == sorted(set(before) - {"test_routing[dog].json"})
+    assert project.runpytest().ret == pytest.ExitCode.OK
+
+
+def test_review_lists_and_deletes_orphans_after_collecting_the_suite(
+    project: pytest.Pytester,
+) -> None:
+    from click.testing import CliRunner
+
+    from pytest_smallmodel.cli import main as smallmodel_cli
+
+    def review(*args: str, answers: str | None = None) -> Any:
+        return CliRunner().invoke(
+            smallmodel_cli,
+            ["--project", str(project.path), "review", "--orphans", *args],
+            input=answers,
+        )
+
+    nothing = review("--list")
+    assert nothing.exit_code == 0 and "0 orphaned goldens" in nothing.output
+    project.makepyfile(
+        test_suite=SUITE.replace('["cat", "dog"]', '["cat"]').replace(
+            "def test_summary", "def test_summary_renamed"
+        )
+    )
+    listed = review("--list")
+    assert listed.exit_code == 0, listed.output
+    assert "orphaned  golden/test_suite/test_routing[dog].json" in listed.output
+    assert "orphaned  golden/test_suite/test_summary.json" in listed.output
+    assert "2 orphaned goldens" in listed.output
+    # One by one: delete the first, skip the second.
+    answered = review("--interactive", answers="d\ns\n")
+    assert answered.exit_code == 0, answered.output
+    assert "deleted golden/test_suite/test_routing[dog].json" in answered.output
+    assert "1 orphaned golden deleted" in answered.output
+    assert set(snapshot(project)) == {
+        "test_motto.json",
+        "test_routing[cat].json",
+        "test_summary.json",
+    }
+    # A pattern that matches none of them is an error; a matching one deletes.
+    typo = review("--delete", "*summray*")
+    assert typo.exit_code == 1 and "no orphaned golden matches" in typo.output
+    gone = review("--delete", "*summary*")
+    assert gone.exit_code == 0 and "deleted golden/test_suite/test_summary.json" in gone.output
+    assert "test_summary.json" not in snapshot(project)
+    # A deselecting addopts makes the collection partial: nothing can be proved, nothing goes.
+    project.makeini("[pytest]\naddopts = -k cat\n")
+    partial = review("--list")
+    assert partial.exit_code == 2 and "the collection was partial" in partial.output
 
 
 def test_xdist_workers_merge_outcomes_so_only_truly_unused_goldens_go(

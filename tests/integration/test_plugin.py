@@ -352,3 +352,41 @@ def test_tokens_identical_alone_full_reversed_and_in_a_fresh_process(
     assert alone["story"] == full["story"]
     assert reversed_order == full
     assert fresh == full
+
+
+def test_reports_reach_devices_and_stdout_and_never_replace_them(
+    project: pytest.Pytester, tmp_path: Path
+) -> None:
+    """`--smallmodel-report-json=/dev/full` as root replaced the device node; `/dev/stdout` (a
+    link to /proc/self/fd/1) was replaced by a file, so nothing reached stdout. Links and
+    nodes of the test's own: a failing run must not replace the machine's."""
+    import os
+    import stat
+
+    project.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.model("smollm2")
+        def test_golden(model, golden):
+            assert model.generate("The capital of France is", max_tokens=4) == golden
+        """
+    )
+    project.runpytest("--snapshot-update").assert_outcomes(passed=1)
+    stdout = tmp_path / "stdout"
+    stdout.symlink_to("/proc/self/fd/1")
+    shown = project.runpytest_subprocess(f"--smallmodel-report-json={stdout}")
+    shown.assert_outcomes(passed=1)
+    assert '"format": ' in shown.stdout.str() and '"verdicts": [' in shown.stdout.str()
+    assert stdout.is_symlink()
+    if os.geteuid() == 0:
+        full = tmp_path / "full"
+        os.mknod(full, 0o666 | stat.S_IFCHR, os.makedev(1, 7))
+    else:
+        full = Path("/dev/full")  # not replaceable by a user: /dev is not writable
+    failed = project.runpytest_subprocess(f"--smallmodel-report-json={full}")
+    failed.stdout.fnmatch_lines(
+        [f"ERROR: --smallmodel-report-json: cannot write {full}: no space left on the device*"]
+    )
+    assert failed.ret == 1
+    assert stat.S_ISCHR(full.stat().st_mode)

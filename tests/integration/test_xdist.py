@@ -69,15 +69,21 @@ def test_workers_write_goldens_without_loss_and_report_orphans(project: pytest.P
     assert "Name a colour" in markdown and "0.3.16" in markdown
     golden.write_text(files[str(golden.relative_to(project.path))], encoding="utf-8")
 
-    # A removed parametrization: no collected test owns its golden. One session cannot tell a
-    # removed test from one that exists but was not collected, so it is reported and kept.
+    # A removed parametrization: no collected test owns its golden. A partial run (here -k)
+    # cannot tell a removed test from one not collected, so it keeps it; the complete run, its
+    # outcomes merged from both workers, deletes it.
     project.makepyfile(test_suite=SUITE.replace('"Name a planet:"', ""))
+    partial = project.runpytest_subprocess("-n", "2", "--snapshot-update", "-k", "not colour")
+    assert "deleted" not in partial.stdout.str()
+    assert goldens(project.path) == files
     orphaned = project.runpytest_subprocess("-n", "2", "--snapshot-update")
     orphaned.assert_outcomes(passed=6)
     orphaned.stdout.fnmatch_lines(
-        ["orphaned golden golden/test_suite/test_golden[[]Name a planet*.json: no collected test*"]
+        ["deleted orphaned golden golden/test_suite/test_golden[[]Name a planet*.json (no test*"]
     )
-    assert goldens(project.path) == files
+    remaining = goldens(project.path)
+    assert len(remaining) == len(files) - 1
+    assert all(files[name] == text for name, text in remaining.items())
 
 
 def test_loadgroup_runs_each_models_tests_in_one_worker(

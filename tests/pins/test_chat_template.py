@@ -146,3 +146,41 @@ def test_bad_template_paths_are_configuration_errors(
     result = cli(project.path, "lock")
     assert result.exit_code == 2, result.output
     assert message in result.output and value in result.output
+
+
+def test_a_template_with_a_syntax_error_is_one_message_at_lock_and_at_load(
+    project: pytest.Pytester,
+) -> None:
+    import hashlib
+
+    template = project.path / "templates" / "base.jinja"
+    good = template.read_bytes()
+    bad = "{% for message in messages %}\n{{ message['content'] }}\n{% if %}\n{% endfor %}\n"
+    template.write_text(bad, encoding="utf-8")
+    locked = cli(project.path, "lock")
+    assert locked.exit_code == 2, locked.output
+    assert f"base: chat template {template}, line 3: " in locked.output
+    assert "Fix the template" in locked.output
+
+    # A models.lock that pinned the broken file before this check existed: loading says the same.
+    lock = project.path / "models.lock"
+    lock.write_text(
+        lock.read_text().replace(
+            hashlib.sha256(good).hexdigest(), hashlib.sha256(bad.encode()).hexdigest()
+        ),
+        encoding="utf-8",
+    )
+    project.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.model("base")
+        def test_chat(model):
+            model.chat([{"role": "user", "content": "hi"}], max_tokens=4)
+        """
+    )
+    result = project.runpytest()
+    assert result.ret != 0
+    output = result.stdout.str()
+    assert f"base: chat template {template}, line 3: " in output
+    assert "engine worker" not in output and "<unknown>" not in output

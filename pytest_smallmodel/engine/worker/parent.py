@@ -215,11 +215,18 @@ class WorkerModel:
         self._process: _Process | None = None
         self._crash: CrashDiagnosis | None = None
         self._runtime: Mapping[str, Any] = {}
+        # What the worker would fail on after a start of seconds, as a traceback: say it here.
+        settings.threads()
         fd, log_name = tempfile.mkstemp(prefix=f"smallmodel-{name}-", suffix=".log")
         os.close(fd)
         self.log_path = Path(log_name)
         if runtime is None:
-            self._start("loading the model")
+            try:
+                self._start("loading the model")
+            except BaseException:
+                # Nobody holds this object to close() it: its log would stay in the temp dir.
+                self.close()
+                raise
 
     # -- lifecycle ------------------------------------------------------------------------------
 

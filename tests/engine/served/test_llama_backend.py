@@ -65,6 +65,14 @@ def test_managed_server_is_pinned_and_fingerprinted(server: ModelHandle) -> None
         assert pinned in command
     # What differs between runs of the same setup is not in it: the fingerprint is stable.
     assert "PORT" in command and "MODEL" in command
+    # What decides its numbers, as in-process: the compiled CPU features of the build that runs
+    # (its start-up log) and the kernels' shared libraries beside the binary.
+    assert "CPU :" in fingerprint["system_info"] and "AVX" in fingerprint["system_info"]
+    libraries = fingerprint["libraries"]
+    assert any(name.startswith("libggml-cpu") for name in libraries), libraries
+    assert all(len(digest) == 64 for digest in libraries.values())
+    beside = {p.name for p in require_server().resolve().parent.iterdir()}
+    assert set(libraries) <= beside
 
 
 def test_generate_agrees_with_the_in_process_engine_within_tolerance(
@@ -203,6 +211,45 @@ def test_a_killed_server_fails_the_call_and_the_next_call_restarts_it(pool: Mode
     assert "SIGKILL" in str(caught.value)
     assert handle.generate(PROMPTS[0], max_tokens=4).tokens
     assert handle.worker_pid not in (None, first_pid)
+
+
+def test_a_segfaulted_server_names_the_signal_and_what_it_ran_with(pool: ModelPool) -> None:
+    """What a user sees when the AMX kernels kill the server (here the signal is sent, on any
+    CPU): the signal, the call, and on an AMX CPU with repacking on, the flag to change."""
+    require_server()
+    loaded = _open(pool, MANAGED, n_ctx=768)
+    handle = ModelHandle(loaded, loaded.settings)
+    pid = handle.worker_pid
+    assert pid is not None
+    import os
+    import signal
+
+    os.kill(pid, signal.SIGSEGV)
+    with pytest.raises(EngineError) as caught:
+        handle.generate(PROMPTS[0], max_tokens=4)
+    text = str(caught.value)
+    assert "llama-server of model smollm2@b179c952 crashed with SIGSEGV" in text
+    assert "last lines of llama.cpp's log" in text
+    info = handle.fingerprint["system_info"]
+    amx = (
+        handle.fingerprint["repack"]
+        and "AMX_INT8 = 1" in info
+        and any(flag.startswith("amx") for flag in handle.fingerprint["cpu"]["flags"])
+    )
+    assert ("llama.cpp issue 20824" in text) == amx
+
+
+def test_a_running_server_that_died_says_how_to_start_it(pool: ModelPool) -> None:
+    path = smollm2_path()
+    assert path is not None
+    with running_server(path) as process:
+        loaded = _open(pool, Serving(backend="llama-server", server=process.url), n_ctx=640)
+        handle = ModelHandle(loaded, loaded.settings)
+        process.stop()  # what a crash looks like from the client: nothing answers any more
+        with pytest.raises(ServerUnreachable) as caught:
+            handle.generate(PROMPTS[0], max_tokens=4)
+    assert process.url in str(caught.value)
+    assert "start it with --no-repack" in str(caught.value)
 
 
 def test_a_call_past_the_timeout_stops_the_server(pool: ModelPool) -> None:
@@ -346,3 +393,42 @@ def test_an_older_server_is_a_named_limitation(remote: str) -> None:
     finally:
         model.close()
         older.close()
+
+
+def test_a_server_that_does_not_speak_llama_cpps_api_is_named_so() -> None:
+    """A health endpoint (or a proxy's catch-all) that answers {"status":"ok"} to everything."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _ok(self) -> None:
+            if self.command == "POST":
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            payload = b'{"status":"ok"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = _ok
+
+    health = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    url = f"http://127.0.0.1:{health.server_address[1]}"
+    threading.Thread(target=health.serve_forever, daemon=True).start()
+    path = smollm2_path()
+    assert path is not None
+    try:
+        with pytest.raises(EngineError) as raised:
+            _running(path, url)
+    finally:
+        health.shutdown()
+        health.server_close()
+    message = str(raised.value)
+    assert not isinstance(raised.value, IdentityMismatch)
+    assert f"the server at {url} does not speak llama.cpp's API" in message
+    assert 'POST /tokenize answered {"status": "ok"}' in message
+    assert "serves another model" not in message

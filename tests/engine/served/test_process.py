@@ -12,6 +12,7 @@ from real_model import smollm2_path
 from server_fixtures import require_server
 
 from pytest_smallmodel.common.settings import EngineSettings
+from pytest_smallmodel.engine.crash import crashed_server_hint
 from pytest_smallmodel.engine.served import process as llama_server
 from pytest_smallmodel.engine.served.process import (
     BINARY_ENV,
@@ -19,8 +20,20 @@ from pytest_smallmodel.engine.served.process import (
     ServerStartError,
     find_binary,
     free_port,
+    launch,
     server_arguments,
 )
+
+# What llama.cpp prints at start-up on an AMX machine (llama_print_system_info of a native build).
+AMX_SYSTEM_INFO = (
+    "system_info: n_threads = 2 (n_threads_batch = 2) / 2 | CPU : SSE3 = 1 | SSSE3 = 1 | "
+    "AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | AVX512 = 1 | AVX512_VBMI = 1 | "
+    "AVX512_VNNI = 1 | AVX512_BF16 = 1 | AMX_INT8 = 1 | LLAMAFILE = 1 | OPENMP = 1 | REPACK = 1 |"
+)
+AMX_CPU = {
+    "model": "Intel(R) Xeon(R) Platinum 8488C",
+    "flags": ["amx_bf16", "amx_int8", "amx_tile", "avx2", "avx512f", "fma"],
+}
 
 
 def _script(tmp_path: Path, body: str) -> Path:
@@ -113,7 +126,7 @@ def test_a_port_taken_before_the_server_binds_is_replaced(
         taken.listen()
         busy = taken.getsockname()[1]
         ports = iter([busy])
-        monkeypatch.setattr(server_backend, "free_port", lambda: next(ports, None) or free_port())
+        monkeypatch.setattr(llama_server, "free_port", lambda: next(ports, None) or free_port())
         from real_model import SMOLLM2_SHA256
 
         model = server_backend.LlamaServerModel(
@@ -152,3 +165,69 @@ def _cmdline(pid: str) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def _segfaulting_server(tmp_path: Path) -> Path:
+    """A stand-in for llama-server on an AMX CPU: it prints the AMX build's system_info line,
+    records its command line and dies with SIGSEGV, as the real one does in its warm-up."""
+    return _script(
+        tmp_path,
+        f'echo "{AMX_SYSTEM_INFO}" >&2; echo "$@" > "{tmp_path}/argv"; kill -SEGV $$',
+    )
+
+
+def _launch(binary: Path, repack: str | bool) -> ServerStartError:
+    with pytest.raises(ServerStartError) as caught:
+        launch(
+            model=Path("m.gguf"),
+            settings=EngineSettings(repack=repack),
+            embedding=False,
+            chat_template_file=None,
+            name="demo",
+            binary=binary,
+        )
+    return caught.value
+
+
+def test_on_an_amx_cpu_launch_turns_repacking_off_and_a_crash_names_the_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The launch path every server start uses (backend, tests, benchmarks) decides repacking
+    from the server's own build and the CPU. The CPU facts the product decides from are set to
+    an AMX CPU here, so this runs the AMX path on any machine."""
+    monkeypatch.setattr(llama_server, "cpu_facts", lambda: AMX_CPU)
+    binary = _segfaulting_server(tmp_path)
+    assert llama_server.build_system_info(binary) == AMX_SYSTEM_INFO.removeprefix("system_info: ")
+    error = str(_launch(binary, "auto"))
+    assert "--no-repack" in (tmp_path / "argv").read_text().split()
+    assert "exited during start-up (killed by SIGSEGV)" in error
+    assert "repacking is off, so the known AMX crash" in error
+
+    # A user who forces repacking on is told what killed the server and which flag to change.
+    error = str(_launch(binary, True))
+    assert "--repack" in (tmp_path / "argv").read_text().split()
+    assert "hint: this build's AMX kernels crash on this CPU" in error
+    assert "start it with --no-repack" in error
+
+
+def test_without_amx_repacking_stays_on_and_a_crash_gives_no_amx_hint(tmp_path: Path) -> None:
+    script = _script(
+        tmp_path,
+        f'echo "system_info: CPU : AVX2 = 1 | FMA = 1 |" >&2; echo "$@" > "{tmp_path}/argv"; '
+        "kill -SEGV $$",
+    )
+    error = str(_launch(script, "auto"))
+    assert "--repack" in (tmp_path / "argv").read_text().split()
+    assert "killed by SIGSEGV" in error and "AMX" not in error
+
+
+def test_the_real_build_reports_its_cpu_features() -> None:
+    info = llama_server.build_system_info(require_server())
+    assert "CPU :" in info and "= 1" in info
+
+
+def test_a_running_server_that_stopped_answering_names_the_amx_workaround() -> None:
+    here = crashed_server_hint("http://127.0.0.1:8080", AMX_CPU["flags"])
+    assert "this machine's CPU has AMX" in here and "--no-repack" in here
+    elsewhere = crashed_server_hint("http://10.1.2.3:8080", ["avx2"])
+    assert "on an Intel CPU with AMX" in elsewhere and "--no-repack" in elsewhere

