@@ -26,7 +26,14 @@ from pytest_smallmodel.cli.compare_report import CaseResult, CompareReport, Dive
 from pytest_smallmodel.common.errors import ConfigError, EngineError, GoldenError
 from pytest_smallmodel.common.results import Embedding, Generation, Label, Step
 from pytest_smallmodel.drift import explanation
-from pytest_smallmodel.drift.rules import DriftPolicy, compare, cosine_similarity, text_problem
+from pytest_smallmodel.drift.rules import (
+    DriftPolicy,
+    compare,
+    cosine_similarity,
+    first_difference,
+    logprob_of,
+    text_problem,
+)
 from pytest_smallmodel.goldens.file_format import FORMAT_VERSION, parse_golden, serialize_record
 from pytest_smallmodel.goldens.pending import PendingStore
 from pytest_smallmodel.goldens.records import GoldenRecord, generation_of, record_of
@@ -122,10 +129,6 @@ def _token_texts(steps: Sequence[Step]) -> tuple[tuple[str, float], ...]:
     return tuple((step.text, round(step.logprob, _DECIMALS)) for step in steps)
 
 
-def _lookup(step: Step, token: int) -> float | None:
-    return next((t.logprob for t in step.top if t.token == token), None)
-
-
 def _gap(old: Step, new: Step) -> float | None:
     """Mean |logprob difference| over the tokens in both stored top-k lists of one step."""
     new_by_token = {t.token: t.logprob for t in new.top}
@@ -136,10 +139,7 @@ def _gap(old: Step, new: Step) -> float | None:
 def _generation_case(case: GoldenCase, live: Generation, rerendered: bool) -> CaseResult:
     old = case.record
     old_tokens, new_tokens = list(old.tokens), list(live.tokens)
-    first = next(
-        (i for i, (a, b) in enumerate(zip(old_tokens, new_tokens, strict=False)) if a != b),
-        None if len(old_tokens) == len(new_tokens) else min(len(old_tokens), len(new_tokens)),
-    )
+    first = first_difference(old_tokens, new_tokens)
     # Only steps whose prefixes are equal in both runs compare like for like: up to and
     # including the first divergent step.
     aligned = len(old_tokens) if first is None else first + 1
@@ -154,8 +154,8 @@ def _generation_case(case: GoldenCase, live: Generation, rerendered: bool) -> Ca
         new_at = live.steps[first] if first < len(live.steps) else None
         old_margin = new_margin = None
         if old_at is not None and new_at is not None:
-            theirs = _lookup(old_at, new_at.token)
-            ours = _lookup(new_at, old_at.token)
+            theirs = logprob_of(old_at.top, new_at.token)
+            ours = logprob_of(new_at.top, old_at.token)
             old_margin = None if theirs is None else round(old_at.logprob - theirs, _DECIMALS)
             new_margin = None if ours is None else round(new_at.logprob - ours, _DECIMALS)
         divergence = Divergence(
