@@ -17,7 +17,7 @@ from pathlib import Path
 from suite import machine, smollm2_path
 
 from pytest_smallmodel import load_cases
-from pytest_smallmodel.common.settings import EngineSettings, default_threads
+from pytest_smallmodel.common.settings import EngineSettings, LoadSpec, default_threads
 from pytest_smallmodel.engine.handle import ModelHandle
 from pytest_smallmodel.engine.pool import ModelPool
 from pytest_smallmodel.pins.project import Serving
@@ -36,14 +36,10 @@ def main() -> int:
     pool = ModelPool()
     try:
         settings = EngineSettings()
-        loaded = pool.get(
-            name="smollm2",
-            path=smollm2_path(),
-            sha256=SHA256,
-            settings=settings,
-            embedding=False,
-            serving=Serving(),
+        spec = LoadSpec(
+            name="smollm2", path=smollm2_path(), sha256=SHA256, settings=settings, embedding=False
         )
+        loaded = pool.get(spec, serving=Serving())
         model = ModelHandle(loaded, settings)
 
         def route(handle: ModelHandle, case: object) -> object:

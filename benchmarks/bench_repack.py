@@ -17,7 +17,8 @@ from pathlib import Path
 
 from suite import MAX_TOKENS, PROMPTS, machine, smollm2_path
 
-from pytest_smallmodel.common.settings import merge_settings
+from pytest_smallmodel.common.settings import LoadSpec, merge_settings
+from pytest_smallmodel.engine.backend import Decoding
 from pytest_smallmodel.engine.worker.parent import WorkerModel
 
 SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
@@ -28,7 +29,7 @@ def run(model: WorkerModel) -> tuple[float, float]:
     generated = decode_ms = prompt_tokens = prompt_ms = 0.0
     for prompt in PROMPTS:
         tokens = model.tokenize(prompt)
-        _, _, timings = model.decode(tokens, max_tokens=MAX_TOKENS, stop=(), top_k=5)
+        _, _, timings = model.decode(tokens, Decoding(max_tokens=MAX_TOKENS, top_k=5))
         generated += timings.generated_tokens
         decode_ms += timings.decode_ms
         prompt_tokens += len(tokens)
@@ -50,11 +51,13 @@ def main() -> int:
     path = args.model or smollm2_path()
     models = {
         repack: WorkerModel(
-            name="smollm2",
-            path=path,
-            sha256=SHA256,
-            settings=merge_settings(("bench", {"repack": repack})),
-            embedding=False,
+            LoadSpec(
+                name="smollm2",
+                path=path,
+                sha256=SHA256,
+                settings=merge_settings(("bench", {"repack": repack})),
+                embedding=False,
+            )
         )
         for repack in (True, False)
     }

@@ -17,7 +17,8 @@ from collections.abc import Callable
 
 from suite import SUBJECTS, machine, smollm2_path
 
-from pytest_smallmodel.common.settings import EngineSettings, default_threads
+from pytest_smallmodel.common.settings import EngineSettings, LoadSpec, default_threads
+from pytest_smallmodel.engine.backend import Forcing
 from pytest_smallmodel.engine.handle import ModelHandle
 from pytest_smallmodel.engine.pool import ModelPool
 from pytest_smallmodel.pins.project import Serving
@@ -49,11 +50,9 @@ def main() -> int:
         ):
             started = time.perf_counter()
             loaded = pool.get(
-                name="smollm2",
-                path=path,
-                sha256=SHA256,
-                settings=settings,
-                embedding=False,
+                LoadSpec(
+                    name="smollm2", path=path, sha256=SHA256, settings=settings, embedding=False
+                ),
                 serving=serving,
             )
             handles[label] = ModelHandle(loaded, settings)
@@ -69,7 +68,7 @@ def main() -> int:
             return sum(
                 len(
                     handle._model.verify(
-                        golden.prompt_tokens, golden.tokens, top_k=5, schema=None, timeout=600
+                        golden.prompt_tokens, Forcing(tuple(golden.tokens), 5), timeout=600
                     )
                 )
                 for golden in goldens.values()

@@ -181,7 +181,7 @@ def bench_tolerance(repeat: int, model: Path | None) -> float:
 def bench_classify(repeat: int) -> float:
     print(f"\n[2] classify: {len(LABELS)} labels vs 1 label on the same prompt")
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from pytest_smallmodel.common.settings import EngineSettings
+    from pytest_smallmodel.common.settings import EngineSettings, LoadSpec
     from pytest_smallmodel.engine.handle import ModelHandle
     from pytest_smallmodel.engine.pool import ModelPool
 
@@ -189,7 +189,13 @@ def bench_classify(repeat: int) -> float:
     try:
         settings = EngineSettings()
         loaded = pool.get(
-            name="smollm2", path=smollm2_path(), sha256="0" * 64, settings=settings, embedding=False
+            LoadSpec(
+                name="smollm2",
+                path=smollm2_path(),
+                sha256="0" * 64,
+                settings=settings,
+                embedding=False,
+            )
         )
         handle = ModelHandle(loaded, settings)
         handle.classify(CLASSIFY_PROMPT, LABELS)  # loads the weights, warms the caches

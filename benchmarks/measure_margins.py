@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pytest_smallmodel.common.settings import EngineSettings
+from pytest_smallmodel.common.settings import EngineSettings, LoadSpec
+from pytest_smallmodel.engine.backend import Forcing
 from pytest_smallmodel.engine.handle import ModelHandle
 from pytest_smallmodel.engine.pool import ModelPool
 from pytest_smallmodel.engine.worker.parent import WorkerModel
@@ -85,7 +86,9 @@ def measure_tokens(path: Path, max_tokens: int) -> None:
     pool = ModelPool()
     base = ModelHandle(
         pool.get(
-            name="smollm2", path=path, sha256=SHA256, settings=EngineSettings(), embedding=False
+            LoadSpec(
+                name="smollm2", path=path, sha256=SHA256, settings=EngineSettings(), embedding=False
+            )
         ),
         EngineSettings(),
     )
@@ -109,14 +112,14 @@ def measure_tokens(path: Path, max_tokens: int) -> None:
     for label, overrides in PERTURBATIONS.items():
         settings = EngineSettings(**overrides)  # type: ignore[arg-type]
         model: WorkerModel = pool.get(
-            name="smollm2", path=path, sha256=SHA256, settings=settings, embedding=False
+            LoadSpec(name="smollm2", path=path, sha256=SHA256, settings=settings, embedding=False)
         )
         started = time.perf_counter()
         gaps: list[float] = []
         diverged = 0
         worst = (0.0, "")
         for prompt, golden in zip(PROMPTS, generations, strict=True):
-            scored = model.score(golden.prompt_tokens, golden.tokens, top_k=5, schema=None)
+            scored = model.score(golden.prompt_tokens, Forcing(tuple(golden.tokens), 5))
             step_gaps = [s.gap for s in scored]
             gaps += step_gaps
             if any(g > 0 for g in step_gaps):
@@ -139,7 +142,7 @@ def measure_tokens(path: Path, max_tokens: int) -> None:
     for index, edited in EDITED.items():
         golden = generations[index]
         tokens = base.chat(chat(base, edited), max_tokens=1).prompt_tokens
-        scored = base._model.score(tokens, golden.tokens, top_k=5, schema=None)
+        scored = base._model.score(tokens, Forcing(tuple(golden.tokens), 5))
         gaps = [s.gap for s in scored]
         print(
             f"edited prompt {edited[:40]!r}: teacher-forcing the original output, max gap "

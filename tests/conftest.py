@@ -15,7 +15,7 @@ from gguf_factory import DEFAULT_CHAT_TEMPLATE, write_tiny_gguf
 from hub_server import FakeHub
 from real_model import SMOLLM2_DISTRIBUTION, SMOLLM2_SHA256, smollm2_path
 
-from pytest_smallmodel.common.settings import EngineSettings
+from pytest_smallmodel.common.settings import EngineSettings, LoadSpec
 from pytest_smallmodel.engine.handle import ModelHandle
 from pytest_smallmodel.engine.pool import ModelPool
 
@@ -131,6 +131,8 @@ def smollm2(pool: ModelPool) -> ModelHandle:
     assert path is not None
     settings = EngineSettings()
     loaded = pool.get(
-        name="smollm2", path=path, sha256=SMOLLM2_SHA256, settings=settings, embedding=False
+        LoadSpec(
+            name="smollm2", path=path, sha256=SMOLLM2_SHA256, settings=settings, embedding=False
+        )
     )
     return ModelHandle(loaded, settings)

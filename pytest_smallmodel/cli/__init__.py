@@ -566,6 +566,7 @@ def compare_models(
     import json
     from dataclasses import replace
 
+    from pytest_smallmodel.cli import compare_render
     from pytest_smallmodel.cli.compare import peak_rss_mib, run_compare
     from pytest_smallmodel.common.atomic import atomic_write_text
     from pytest_smallmodel.engine.registry import ModelReference, ModelRegistry
@@ -591,11 +592,12 @@ def compare_models(
         registry.close()
     # Measured again once closed: a model run in a worker process counts when it has exited.
     report.figures = replace(report.figures, new_peak_rss_mib=peak_rss_mib())
-    click.echo(report.markdown(), nl=False)
+    click.echo(compare_render.markdown(report), nl=False)
     if html_path is not None:
-        atomic_write_text(html_path, report.html())
+        atomic_write_text(html_path, compare_render.html_page(report))
     if json_path is not None:
-        atomic_write_text(json_path, json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        data = compare_render.to_dict(report)
+        atomic_write_text(json_path, json.dumps(data, indent=2, ensure_ascii=False))
     if report.unusable:
         for line in report.unusable:
             click.echo(f"error: {line}", err=True)

@@ -7,27 +7,33 @@ Prompts are always rendered again from their text or messages with NEW's tokeniz
 template, so a prompt whose stored token ids do not fit NEW is handled the same way; a case whose
 ids changed says so.
 
-The result is a ``CompareReport`` (data); ``markdown()``, ``to_dict()`` and ``html()`` render it.
+The result is a ``CompareReport`` (data); ``compare_render`` renders it (Markdown, HTML, JSON).
 This module never imports pytest, syrupy or click.
 """
 
 from __future__ import annotations
 
-import html
 import json
-import math
 import resource
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_smallmodel.cli.compare_report import CaseResult, CompareReport, Divergence, Figures
 from pytest_smallmodel.common.errors import ConfigError, EngineError, GoldenError
 from pytest_smallmodel.common.results import Embedding, Generation, Label, Step
 from pytest_smallmodel.drift import explanation
-from pytest_smallmodel.drift.rules import DriftPolicy, compare, cosine_similarity, text_problem
+from pytest_smallmodel.drift.rules import (
+    DriftPolicy,
+    compare,
+    cosine_similarity,
+    first_difference,
+    logprob_of,
+    text_problem,
+)
 from pytest_smallmodel.goldens.file_format import FORMAT_VERSION, parse_golden, serialize_record
 from pytest_smallmodel.goldens.pending import PendingStore
 from pytest_smallmodel.goldens.records import GoldenRecord, generation_of, record_of
@@ -119,49 +125,8 @@ def _relative(path: Path, root: Path) -> str:
 # -- one case -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Divergence:
-    """The first step where OLD's and NEW's tokens differ (``None`` tokens: that run ended)."""
-
-    step: int
-    old_token: str | None
-    new_token: str | None
-    old_margin: float | None  # golden run: OLD's token over NEW's token (stored top-k)
-    new_margin: float | None  # this run: NEW's token over OLD's token (NEW's top-k)
-
-
-@dataclass(frozen=True)
-class CaseResult:
-    golden: str
-    kind: str
-    identical: bool
-    rerendered: bool = False
-    error: str | None = None
-    corrupt: bool = False  # the golden does not follow from its tokens: ``error`` says where
-    old_text: str = ""
-    new_text: str = ""
-    divergence: Divergence | None = None
-    step_gaps: tuple[float, ...] = ()
-    old_steps: tuple[tuple[str, float], ...] = ()
-    new_steps: tuple[tuple[str, float], ...] = ()
-    old_label: str | None = None
-    new_label: str | None = None
-    old_label_logprobs: Mapping[str, float] | None = None
-    new_label_logprobs: Mapping[str, float] | None = None
-    fields_total: int = 0
-    fields_agreeing: int = 0
-    fields_changed: tuple[str, ...] = ()
-    cosine: float | None = None
-    generated_tokens: int = 0
-    decode_seconds: float = 0.0
-
-
 def _token_texts(steps: Sequence[Step]) -> tuple[tuple[str, float], ...]:
     return tuple((step.text, round(step.logprob, _DECIMALS)) for step in steps)
-
-
-def _lookup(step: Step, token: int) -> float | None:
-    return next((t.logprob for t in step.top if t.token == token), None)
 
 
 def _gap(old: Step, new: Step) -> float | None:
@@ -174,10 +139,7 @@ def _gap(old: Step, new: Step) -> float | None:
 def _generation_case(case: GoldenCase, live: Generation, rerendered: bool) -> CaseResult:
     old = case.record
     old_tokens, new_tokens = list(old.tokens), list(live.tokens)
-    first = next(
-        (i for i, (a, b) in enumerate(zip(old_tokens, new_tokens, strict=False)) if a != b),
-        None if len(old_tokens) == len(new_tokens) else min(len(old_tokens), len(new_tokens)),
-    )
+    first = first_difference(old_tokens, new_tokens)
     # Only steps whose prefixes are equal in both runs compare like for like: up to and
     # including the first divergent step.
     aligned = len(old_tokens) if first is None else first + 1
@@ -192,8 +154,8 @@ def _generation_case(case: GoldenCase, live: Generation, rerendered: bool) -> Ca
         new_at = live.steps[first] if first < len(live.steps) else None
         old_margin = new_margin = None
         if old_at is not None and new_at is not None:
-            theirs = _lookup(old_at, new_at.token)
-            ours = _lookup(new_at, old_at.token)
+            theirs = logprob_of(old_at.top, new_at.token)
+            ours = logprob_of(new_at.top, old_at.token)
             old_margin = None if theirs is None else round(old_at.logprob - theirs, _DECIMALS)
             new_margin = None if ours is None else round(new_at.logprob - ours, _DECIMALS)
         divergence = Divergence(
@@ -328,232 +290,6 @@ def compare_case(case: GoldenCase, live: object) -> CaseResult:
 
 
 # -- the suite ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Figures:
-    cases: int
-    identical: int
-    errors: int
-    labels: int
-    labels_agreeing: int
-    fields: int
-    fields_agreeing: int
-    extraction_cases: int
-    divergence_steps: int
-    divergence_mean: float | None
-    divergence_max: float | None
-    rerendered: int
-    embeddings: int
-    embedding_cosine_min: float | None
-    new_tokens_per_second: float | None
-    new_load_seconds: float
-    new_peak_rss_mib: float
-
-    @property
-    def identical_share(self) -> float:
-        return self.identical / self.cases if self.cases else 0.0
-
-
-DIVERGENCE_NOTE = (
-    "divergence: for each step whose prefix is the same in both runs (up to and including the "
-    "first divergent step), the mean absolute difference of logprob over the tokens present in "
-    "both runs' stored top-k lists; tokens outside either top-k are not counted, and OLD's "
-    "logprobs are the golden's, rounded to 4 decimals. Mean over all such steps of all "
-    "generations and extractions; largest single step."
-)
-OLD_FIGURES_NOTE = (
-    "OLD's speed, load time and memory: goldens do not store them, so there is nothing to put "
-    "beside NEW's figures."
-)
-
-
-@dataclass
-class CompareReport:
-    old: str
-    new: str
-    new_sha256: str
-    cases: list[CaseResult]
-    figures: Figures
-    skipped: list[str] = field(default_factory=list)
-    pending_written: list[str] = field(default_factory=list)
-
-    @property
-    def unusable(self) -> list[str]:
-        """Goldens that could not be read or do not follow from their tokens: the comparison
-        cannot vouch for them, so it fails (exit 1) after reporting."""
-        return [*self.skipped, *(case.error or "" for case in self.cases if case.corrupt)]
-
-    # -- renderings -----------------------------------------------------------------------------
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "old": self.old,
-            "new": self.new,
-            "new_sha256": self.new_sha256,
-            "figures": {**asdict(self.figures), "identical_share": self.figures.identical_share},
-            "notes": [DIVERGENCE_NOTE, OLD_FIGURES_NOTE],
-            "cases": [_plain(asdict(case)) for case in self.cases],
-            "skipped_goldens": self.skipped,
-            "pending_written": self.pending_written,
-        }
-
-    def markdown(self) -> str:
-        f = self.figures
-        out = [
-            f"# smallmodel compare {self.old} -> {self.new}",
-            "",
-            f"NEW is `{self.new}@{self.new_sha256[:8]}`. {f.cases} golden(s) replayed.",
-            "",
-            "| figure | value |",
-            "| --- | --- |",
-            f"| identical outputs | {f.identical}/{f.cases} ({100 * f.identical_share:.1f} %) |",
-        ]
-        if f.labels:
-            out.append(f"| label agreement | {f.labels_agreeing}/{f.labels} |")
-        if f.extraction_cases:
-            out.append(f"| extraction field agreement | {f.fields_agreeing}/{f.fields} |")
-        if f.divergence_steps:
-            out.append(
-                f"| divergence, mean / largest (nats, {f.divergence_steps} steps) | "
-                f"{f.divergence_mean:.4f} / {f.divergence_max:.4f} |"
-            )
-        if f.embeddings:
-            out.append(
-                f"| embeddings, lowest cosine similarity | {f.embeddings}, "
-                f"{_num(f.embedding_cosine_min)} |"
-            )
-        if f.rerendered:
-            out.append(f"| prompts re-tokenized differently by NEW | {f.rerendered} |")
-        if f.errors:
-            out.append(f"| replays that failed | {f.errors} |")
-        speed = "n/a" if f.new_tokens_per_second is None else f"{f.new_tokens_per_second:.1f}"
-        out += [
-            f"| NEW tokens per second (OLD: not stored) | {speed} |",
-            f"| NEW verify + load time, s (OLD: not stored) | {f.new_load_seconds:.2f} |",
-            f"| peak memory of this process, MiB (OLD: not stored) | {f.new_peak_rss_mib:.0f} |",
-            "",
-            f"_{DIVERGENCE_NOTE}_",
-            "",
-            f"_{OLD_FIGURES_NOTE}_",
-            "",
-            "## Goldens",
-            "",
-        ]
-        for case in self.cases:
-            out.append(f"- `{case.golden}` ({case.kind}): {_case_line(case)}")
-        if self.skipped:
-            out += ["", "## Goldens that could not be read", ""]
-            out += [f"- {line}" for line in self.skipped]
-        if self.pending_written:
-            out += [
-                "",
-                f"{len(self.pending_written)} pending golden(s) written: finish the switch with "
-                "`smallmodel review`.",
-            ]
-        return "\n".join(out) + "\n"
-
-    def html(self) -> str:
-        f = self.figures
-        rows = []
-        for case in self.cases:
-            diverged = case.divergence.step if case.divergence else None
-            old_cell = _html_tokens(case.old_steps, diverged) or _html_text(case.old_text)
-            new_cell = _html_tokens(case.new_steps, diverged) or _html_text(case.new_text)
-            rows.append(
-                f"<tr><td><code>{html.escape(case.golden)}</code><br>{html.escape(case.kind)}"
-                f"<br><b>{html.escape(_case_line(case))}</b></td>"
-                f"<td>{old_cell}</td><td>{new_cell}</td></tr>"
-            )
-        summary = html.escape(
-            f"{f.identical}/{f.cases} identical ({100 * f.identical_share:.1f} %); "
-            f"labels {f.labels_agreeing}/{f.labels}; extraction fields "
-            f"{f.fields_agreeing}/{f.fields}; divergence mean "
-            f"{_num(f.divergence_mean)}, largest {_num(f.divergence_max)}"
-        )
-        title = html.escape(f"smallmodel compare {self.old} -> {self.new}")
-        return (
-            "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-            f"<title>{title}</title><style>"
-            "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;width:100%}"
-            "td,th{border:1px solid #ccc;padding:4px;vertical-align:top}"
-            ".t{white-space:pre-wrap;font-family:monospace}"
-            ".d{outline:2px solid #d00;font-weight:bold}.after{opacity:.7}"
-            "</style></head><body>"
-            f"<h1>{title}</h1><p>{summary}</p>"
-            f"<p><small>{html.escape(DIVERGENCE_NOTE)} Tokens are shaded by probability "
-            "(darker: more likely); the first divergent token is outlined in red.</small></p>"
-            "<table><tr><th>golden</th><th>OLD (golden)</th><th>NEW</th></tr>"
-            + "".join(rows)
-            + "</table></body></html>\n"
-        )
-
-
-def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _html_text(text: str) -> str:
-    return f"<span class='t'>{html.escape(text)}</span>"
-
-
-def _html_tokens(steps: Sequence[tuple[str, float]], diverged: int | None) -> str:
-    spans = []
-    for index, (text, logprob) in enumerate(steps):
-        probability = math.exp(logprob) if math.isfinite(logprob) else 0.0
-        classes = "t"
-        if diverged is not None and index == diverged:
-            classes += " d"
-        elif diverged is not None and index > diverged:
-            classes += " after"
-        spans.append(
-            f"<span class='{classes}' title='logprob {logprob:.4f}' style='background:"
-            f"rgba(40,110,220,{0.08 + 0.5 * probability:.3f})'>{html.escape(text)}</span>"
-        )
-    return "".join(spans)
-
-
-def _case_line(case: CaseResult) -> str:
-    if case.error:
-        return f"replay failed: {case.error}"
-    parts = []
-    if case.identical:
-        parts.append("identical")
-    elif case.divergence is not None:
-        d = case.divergence
-        parts.append(
-            f"diverges at step {d.step}: OLD {d.old_token!r} vs NEW {d.new_token!r} "
-            f"(margin in OLD's run {_num(d.old_margin)}, in NEW's run {_num(d.new_margin)})"
-        )
-    elif case.old_label is not None:
-        old_lp = (case.old_label_logprobs or {}).get(case.old_label)
-        new_lp = (case.new_label_logprobs or {}).get(case.new_label or "")
-        parts.append(
-            f"label flips {case.old_label!r} (logprob {_num(old_lp)} in OLD) -> "
-            f"{case.new_label!r} (logprob {_num(new_lp)} in NEW)"
-        )
-    else:
-        parts.append("differs")
-    if case.fields_changed:
-        parts.append(
-            f"{len(case.fields_changed)} of {case.fields_total} fields changed: "
-            + ", ".join(case.fields_changed)
-        )
-    if case.cosine is not None:
-        parts.append(f"cosine {case.cosine:.6f}")
-    if case.rerendered:
-        parts.append("prompt re-tokenized by NEW (token ids differ from the golden's)")
-    return "; ".join(parts)
 
 
 def figures_of(cases: Sequence[CaseResult], *, load_seconds: float, peak_rss_mib: float) -> Figures:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pytest_smallmodel.common.errors import EngineError, SmallModelError
 from pytest_smallmodel.common.fingerprint import decide_repack
 from pytest_smallmodel.common.results import RepackDecision
-from pytest_smallmodel.common.settings import default_threads
-from pytest_smallmodel.engine.backend import Backend
+from pytest_smallmodel.common.settings import LoadSpec, default_threads
+from pytest_smallmodel.engine.backend import Backend, Decoding
 from pytest_smallmodel.engine.crash import EngineCrash, missing_cpu_features
 from pytest_smallmodel.engine.pool import open_backend
 from pytest_smallmodel.engine.worker.parent import probe_runtime
@@ -124,16 +124,15 @@ def _check_model(registry: ModelRegistry, name: str) -> ModelCheck:
         from pytest_smallmodel.pins.chat_template import load_template
 
         # The model's own backend: a managed llama-server is started, a running one is asked.
-        model = open_backend(
-            serving,
+        load = LoadSpec(
             name=name,
             path=path,
             sha256=locked.sha256,
             settings=settings,
             embedding=bool(spec and spec.embedding),
             chat_template=load_template(registry.project, name, locked.chat_template_file),
-            defer_weights=False,
         )
+        model = open_backend(serving, load, defer_weights=False)
         engine = serving.backend
         if serving.server is not None:
             engine += f" at {serving.server} (api {serving.api})"
@@ -150,7 +149,7 @@ def _check_model(registry: ModelRegistry, name: str) -> ModelCheck:
                 engine=engine,
             )
         steps, _, timings = model.decode(
-            model.tokenize(PROBE_PROMPT), max_tokens=PROBE_TOKENS, stop=(), top_k=1
+            model.tokenize(PROBE_PROMPT), Decoding(max_tokens=PROBE_TOKENS, top_k=1)
         )
         return ModelCheck(
             name,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 from pytest_smallmodel.common.errors import ConfigError
@@ -80,6 +81,29 @@ class EngineSettings:
 
 
 SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in fields(EngineSettings))
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """Which verified file a backend loads and how: what every backend, the pool and the worker
+    take, in one value instead of six arguments."""
+
+    name: str
+    path: Path
+    sha256: str
+    settings: EngineSettings
+    embedding: bool = False
+    chat_template: str | None = None  # the template text named in the model's spec; None: GGUF's
+
+    @property
+    def label(self) -> str:
+        """``name@sha256-prefix``, as messages name a model."""
+        return f"{self.name}@{self.sha256[:8]}"
+
+    def load_key(self) -> tuple[Any, ...]:
+        """What a loaded model depends on: the pool shares one per key (not the name or path:
+        the same file under two names is loaded once)."""
+        return (self.sha256, self.settings.load_key(), self.embedding, self.chat_template)
 
 
 def default_threads() -> int:

@@ -288,11 +288,11 @@ class _Comparison:
             # Same context as the live step, so its top-k holds the exact number; the scorer
             # covers golden tokens that fell out of the top-k.
             if live_step is not None:
-                golden_now = _lookup(live_step.top, golden_step.token)
+                golden_now = logprob_of(live_step.top, golden_step.token)
             if golden_now is None and scored is not None and step < len(scored):
                 golden_now = scored[step].golden.logprob
         if live_step is not None and golden_step is not None:
-            actual_then = _lookup(golden_step.top, live_step.token)
+            actual_then = logprob_of(golden_step.top, live_step.token)
         return Divergence(
             step=step,
             char_offset=sum(len(s.text) for s in golden.steps[:step]),
@@ -395,7 +395,8 @@ def cosine_similarity(a: Sequence[float], b: Sequence[float]) -> float:
     return dot / norm if norm > 0 else (1.0 if list(a) == list(b) else 0.0)
 
 
-def _lookup(top: Sequence[TokenLogprob], token: int) -> float | None:
+def logprob_of(top: Sequence[TokenLogprob], token: int) -> float | None:
+    """``token``'s logprob in a stored top-k list (None: it was not among them)."""
     return next((t.logprob for t in top if t.token == token), None)
 
 

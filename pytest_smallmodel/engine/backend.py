@@ -2,9 +2,9 @@
 
 A backend loads one pinned file with one set of settings and answers at the level of tokens:
 tokenize, render a chat, decode greedily, teacher-force given tokens (``score``), score a
-continuation, embed. ``ModelHandle`` (``engine.py``) builds requests, results, goldens and the
+continuation, embed. ``ModelHandle`` (``handle.py``) builds requests, results, goldens and the
 result cache on top and never sees the runtime behind it. The llama-cpp-python engine worker
-(``worker.py`` over ``runtime.py``) is the first implementation.
+(``worker/parent.py`` over ``worker/runtime.py``) is the first implementation.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pytest_smallmodel.common.results import FinishReason, RepackDecision, ScoredStep, Step, Timings
 
 if TYPE_CHECKING:
-    from pytest_smallmodel.common.settings import EngineSettings
+    from pytest_smallmodel.common.settings import EngineSettings, LoadSpec
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,46 @@ class ModelStats:
             setattr(self, item.name, merged)
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """One greedy generation: at most ``max_tokens``, ending early at an end token or one of
+    ``stop``; ``top_k`` alternatives kept per step; ``schema`` (JSON Schema) restricts choices."""
+
+    max_tokens: int
+    stop: tuple[str, ...] = ()
+    top_k: int = 0
+    schema: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Forcing:
+    """Teacher forcing: ``tokens`` fed after the prompt, each rated against the model's best
+    (``top_k`` alternatives kept per step; ``schema`` restricts choices as when decoding)."""
+
+    tokens: tuple[int, ...]
+    top_k: int
+    schema: Mapping[str, Any] | None = None
+
+
+class Loaded:
+    """What every backend keeps of the model it loaded: its identity, spelled out for the
+    callers that read one field, and its figures for the summary."""
+
+    def __init__(self, spec: LoadSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.path = spec.path
+        self.sha256 = spec.sha256
+        self.settings = spec.settings
+        self.embedding = spec.embedding
+        self.chat_template = spec.chat_template
+        self.stats = ModelStats()
+
+
 class Backend(Protocol):
     """One loaded model. Calls are serialised by the backend; ``timeout`` bounds each one."""
 
+    spec: LoadSpec
     name: str
     path: Path
     sha256: str
@@ -106,34 +143,15 @@ class Backend(Protocol):
     def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> str: ...
 
     def decode(
-        self,
-        prompt_tokens: Sequence[int],
-        *,
-        max_tokens: int,
-        stop: Sequence[str],
-        top_k: int,
-        schema: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
+        self, prompt_tokens: Sequence[int], decoding: Decoding, *, timeout: float | None = None
     ) -> tuple[list[Step], FinishReason, Timings]: ...
 
     def score(
-        self,
-        prompt_tokens: Sequence[int],
-        tokens: Sequence[int],
-        *,
-        top_k: int,
-        schema: Mapping[str, Any] | None,
-        timeout: float | None = None,
+        self, prompt_tokens: Sequence[int], forcing: Forcing, *, timeout: float | None = None
     ) -> list[ScoredStep]: ...
 
     def verify(
-        self,
-        prompt_tokens: Sequence[int],
-        tokens: Sequence[int],
-        *,
-        top_k: int,
-        schema: Mapping[str, Any] | None,
-        timeout: float | None = None,
+        self, prompt_tokens: Sequence[int], forcing: Forcing, *, timeout: float | None = None
     ) -> list[ScoredStep]:
         """Like ``score`` but in one batched pass: sound for tolerance mode only."""
         ...

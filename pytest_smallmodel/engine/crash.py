@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import signal
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,6 +139,40 @@ class CrashDiagnosis:
     def again(self) -> CrashDiagnosis:
         """The same diagnosis, counted once more (a later test of the same model)."""
         return CrashDiagnosis(**{**self.__dict__, "crash_count": self.crash_count + 1})
+
+
+def diagnose(
+    *,
+    model: str,
+    call: str,
+    returncode: int | None,
+    timed_out: float | None,
+    settings: Mapping[str, Any],
+    log: tuple[tuple[str, ...], tuple[str, ...]],
+    hints: Callable[[str | None, str], Sequence[str]],
+    crash_count: int,
+    process: str = "engine worker",
+) -> CrashDiagnosis:
+    """The diagnosis of a worker or llama-server that ended during ``call``: stopped after
+    ``timed_out`` seconds, killed by a signal, or exited with ``returncode``. ``log`` is (llama.cpp
+    log tail, faulthandler report); ``hints(signal, cause)`` words the known causes for what ran."""
+    signal_text = None if timed_out is not None else signal_name(returncode)
+    cause = "timeout" if timed_out is not None else ("signal" if signal_text else "exit")
+    log_tail, fault_report = log
+    return CrashDiagnosis(
+        model=model,
+        call=call,
+        cause=cause,
+        signal_name=signal_text,
+        exit_code=returncode if cause == "exit" else None,
+        settings=settings,
+        log_tail=log_tail,
+        fault_report=fault_report,
+        hints=tuple(hints(signal_text, cause)),
+        crash_count=crash_count,
+        timeout=timed_out,
+        process=process,
+    )
 
 
 def signal_name(returncode: int | None) -> str | None:

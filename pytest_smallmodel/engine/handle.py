@@ -32,7 +32,7 @@ from pytest_smallmodel.common.results import (
 )
 from pytest_smallmodel.common.settings import EngineSettings
 from pytest_smallmodel.drift.batched import GoldenSource, judge
-from pytest_smallmodel.engine.backend import Backend
+from pytest_smallmodel.engine.backend import Backend, Decoding, Forcing
 from pytest_smallmodel.engine.result_cache import (
     ResultCache,
     StoredGeneration,
@@ -148,13 +148,8 @@ class ModelHandle:
         )
 
     def _score(self, request: Request, tokens: Sequence[int]) -> list[ScoredStep]:
-        return self._model.score(
-            request.prompt_tokens,
-            tokens,
-            top_k=self.settings.top_logprobs,
-            schema=request.schema,
-            timeout=self.settings.timeout,
-        )
+        forcing = Forcing(tuple(tokens), self.settings.top_logprobs, request.schema)
+        return self._model.score(request.prompt_tokens, forcing, timeout=self.settings.timeout)
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -207,14 +202,8 @@ class ModelHandle:
         check = verification[0] if verification is not None else None
         if verification is not None and verification[0].passed:
             return self._verified(request, *verification, stops=stops)
-        steps, finish, timings = self._model.decode(
-            tokens,
-            max_tokens=max_tokens,
-            stop=stops,
-            top_k=self.settings.top_logprobs,
-            schema=schema,
-            timeout=self.settings.timeout,
-        )
+        decoding = Decoding(max_tokens, tuple(stops), self.settings.top_logprobs, schema)
+        steps, finish, timings = self._model.decode(tokens, decoding, timeout=self.settings.timeout)
         ids = [s.token for s in steps]
         text = self._text(ids, finish, stops)
         self._store(key, request, StoredGeneration(text, finish, steps).payload())
@@ -248,13 +237,8 @@ class ModelHandle:
         path, golden = found
         if len(request.prompt_tokens) + len(golden.tokens) > self.settings.n_ctx:
             return None  # cannot be this run's output; decoding reports why
-        scored = self._model.verify(
-            request.prompt_tokens,
-            golden.tokens,
-            top_k=self.settings.top_logprobs,
-            schema=request.schema,
-            timeout=self.settings.timeout,
-        )
+        forcing = Forcing(tuple(golden.tokens), self.settings.top_logprobs, request.schema)
+        scored = self._model.verify(request.prompt_tokens, forcing, timeout=self.settings.timeout)
         check = judge(
             scored,
             golden.tokens,

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from pytest_smallmodel.common.settings import EngineSettings
+from pytest_smallmodel.common.settings import LoadSpec
 from pytest_smallmodel.engine.backend import Backend
 from pytest_smallmodel.pins.project import Serving
 
@@ -27,32 +26,32 @@ class WorkerOptions:
     on_runtime: Callable[[Mapping[str, Any]], None] | None
 
 
-# An opener gets the spec's serving, the arguments every backend takes, and the worker's own.
-Opener = Callable[[Serving, Mapping[str, Any], WorkerOptions], Backend]
+# An opener gets the spec's serving, the model every backend takes, and the worker's own options.
+Opener = Callable[[Serving, LoadSpec, WorkerOptions], Backend]
 
 
-def _worker(serving: Serving, model: Mapping[str, Any], options: WorkerOptions) -> Backend:
+def _worker(serving: Serving, spec: LoadSpec, options: WorkerOptions) -> Backend:
     from pytest_smallmodel.engine.worker.parent import WorkerModel
 
     return WorkerModel(
-        **model,
+        spec,
         defer_weights=options.defer_weights,
         runtime=options.runtime,
         on_runtime=options.on_runtime,
     )
 
 
-def _llama_server(serving: Serving, model: Mapping[str, Any], options: WorkerOptions) -> Backend:
+def _llama_server(serving: Serving, spec: LoadSpec, options: WorkerOptions) -> Backend:
     from pytest_smallmodel.engine.served.llama_backend import LlamaServerModel
 
-    return LlamaServerModel(server=serving.server, **model)
+    return LlamaServerModel(spec, server=serving.server)
 
 
-def _openai(serving: Serving, model: Mapping[str, Any], options: WorkerOptions) -> Backend:
+def _openai(serving: Serving, spec: LoadSpec, options: WorkerOptions) -> Backend:
     from pytest_smallmodel.engine.served.openai_backend import OpenAIModel
 
     assert serving.server is not None  # project.py: api needs server
-    return OpenAIModel(server=serving.server, **model)
+    return OpenAIModel(spec, server=serving.server)
 
 
 _OPENERS: dict[tuple[str, str], Opener] = {
@@ -64,64 +63,41 @@ _OPENERS: dict[tuple[str, str], Opener] = {
 
 def open_backend(
     serving: Serving,
+    spec: LoadSpec,
     *,
-    name: str,
-    path: Path,
-    sha256: str,
-    settings: EngineSettings,
-    embedding: bool,
-    chat_template: str | None,
     defer_weights: bool,
     runtime: Mapping[str, Any] | None = None,
     on_runtime: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> Backend:
     """Start the backend ``serving`` names for one verified model file and its settings."""
-    model = {
-        "name": name,
-        "path": path,
-        "sha256": sha256,
-        "settings": settings,
-        "embedding": embedding,
-        "chat_template": chat_template,
-    }
     options = WorkerOptions(defer_weights, runtime, on_runtime)
-    return _OPENERS[(serving.backend, serving.api)](serving, model, options)
+    return _OPENERS[(serving.backend, serving.api)](serving, spec, options)
 
 
 @dataclass
 class ModelPool:
-    """This process's loaded models, one per (sha256, load settings, embedding)."""
+    """This process's loaded models, one per (sha256, load settings, embedding, template)."""
 
     _models: dict[tuple[Any, ...], Backend] = field(default_factory=dict)
 
     def get(
         self,
+        spec: LoadSpec,
         *,
-        name: str,
-        path: Path,
-        sha256: str,
-        settings: EngineSettings,
-        embedding: bool,
-        chat_template: str | None = None,
         defer_weights: bool = False,
         serving: Serving | None = None,
         runtime: Mapping[str, Any] | None = None,
         on_runtime: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> Backend:
-        """The loaded model for these arguments (``runtime``, ``on_runtime``: see
-        ``WorkerModel``; the result cache passes them so that cached reruns start no worker)."""
+        """The loaded model for ``spec`` (``runtime``, ``on_runtime``: see ``WorkerModel``;
+        the result cache passes them so that cached reruns start no worker)."""
         serving = serving or Serving()
-        key = (sha256, settings.load_key(), embedding, chat_template, serving)
+        key = (*spec.load_key(), serving)
         model = self._models.get(key)
         if model is None:
             model = open_backend(
                 serving,
-                name=name,
-                path=path,
-                sha256=sha256,
-                settings=settings,
-                embedding=embedding,
-                chat_template=chat_template,
+                spec,
                 defer_weights=defer_weights,
                 runtime=runtime,
                 on_runtime=on_runtime,

@@ -18,7 +18,7 @@ from pytest_smallmodel.common.errors import (
     LockError,
     SmallModelError,
 )
-from pytest_smallmodel.common.settings import EngineSettings, merge_settings
+from pytest_smallmodel.common.settings import EngineSettings, LoadSpec, merge_settings
 from pytest_smallmodel.drift.batched import GoldenSource
 from pytest_smallmodel.engine.handle import ModelHandle
 from pytest_smallmodel.engine.pool import ModelPool
@@ -170,13 +170,16 @@ class ModelRegistry:
         path = self.verified_path(locked)
         spec = self.project.models.get(locked.name)
         cache = self.result_cache
-        loaded = self.pool.get(
+        load = LoadSpec(
             name=locked.name,
             path=path,
             sha256=locked.sha256,
             settings=settings,
             embedding=bool(spec and spec.embedding),
             chat_template=load_template(self.project, locked.name, locked.chat_template_file),
+        )
+        loaded = self.pool.get(
+            load,
             # Results served from the cache need no weights, and with the runtime facts of an
             # earlier worker on this installation no worker at all: it starts on the first miss.
             defer_weights=cache is not None,

@@ -348,3 +348,24 @@ def _field_metrics(results: Sequence[CaseResult]) -> FieldMetrics:
             present = sum(1 for name in result.case.expected.fields if name in result.output)
             produced += present + result.verdict.extra_fields
     return FieldMetrics(exact, matched, expected, produced)
+
+
+def gate_failure(op: str, left: Any, right: Any) -> list[str] | None:
+    """What a failed gate (``assert report.accuracy.lower >= 0.8``) shows instead of two bare
+    floats: the figure and threshold, the figure's interval, the wrong cases first (pytest
+    shows 8 lines unless -vv or CI), then the rest of the report. None for other comparisons."""
+    figure = left if isinstance(left, Figure) else right if isinstance(right, Figure) else None
+    if figure is None:
+        return None
+    threshold = right if figure is left else left
+    describe = getattr(figure.source, "describe", None)
+    lines = [
+        f"{figure.part} {float(figure):.4f} {op} {threshold} does not hold",
+        describe() if callable(describe) else "",
+    ]
+    report = getattr(figure.source, "report", None)
+    if isinstance(report, EvaluationReport):
+        wrong = report.wrong_lines()
+        lines += wrong
+        lines += [line for line in report.describe().splitlines() if line not in (*wrong, lines[1])]
+    return lines

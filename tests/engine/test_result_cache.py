@@ -14,7 +14,7 @@ from real_model import SMOLLM2_DISTRIBUTION, SMOLLM2_FILE, smollm2_path
 from pytest_smallmodel.cli import main as smallmodel_cli
 from pytest_smallmodel.common.errors import ConfigError
 from pytest_smallmodel.common.results import Request
-from pytest_smallmodel.common.settings import EngineSettings
+from pytest_smallmodel.common.settings import EngineSettings, LoadSpec
 from pytest_smallmodel.engine.handle import ModelHandle
 from pytest_smallmodel.engine.pool import ModelPool
 from pytest_smallmodel.engine.result_cache import (
@@ -216,11 +216,7 @@ def test_fingerprint_from_kept_runtime_facts_is_the_workers(tmp_path: Path) -> N
     cache = ResultCache(tmp_path)
     settings = EngineSettings(n_ctx=512)
     first = WorkerModel(
-        name="smollm2",
-        path=path,
-        sha256="0" * 64,
-        settings=settings,
-        embedding=False,
+        LoadSpec(name="smollm2", path=path, sha256="0" * 64, settings=settings, embedding=False),
         defer_weights=True,
         on_runtime=cache.remember_runtime,
     )
@@ -229,11 +225,9 @@ def test_fingerprint_from_kept_runtime_facts_is_the_workers(tmp_path: Path) -> N
         runtime = cache.known_runtime()
         assert runtime is not None
         lazy = WorkerModel(
-            name="smollm2",
-            path=path,
-            sha256="0" * 64,
-            settings=settings,
-            embedding=False,
+            LoadSpec(
+                name="smollm2", path=path, sha256="0" * 64, settings=settings, embedding=False
+            ),
             defer_weights=True,
             runtime=runtime,
         )
@@ -268,12 +262,14 @@ def test_a_prompt_rendered_with_the_date_is_served_only_if_it_renders_the_same(
     pool = ModelPool()
     try:
         loaded = pool.get(
-            name="smollm2",
-            path=path,
-            sha256="0" * 64,
-            settings=settings,
-            embedding=False,
-            chat_template=DATED_TEMPLATE,
+            LoadSpec(
+                name="smollm2",
+                path=path,
+                sha256="0" * 64,
+                settings=settings,
+                embedding=False,
+                chat_template=DATED_TEMPLATE,
+            ),
             defer_weights=True,
             on_runtime=cache.remember_runtime,
         )

@@ -35,13 +35,13 @@ from pytest_smallmodel.common.results import (
     Timings,
     TokenLogprob,
 )
-from pytest_smallmodel.common.settings import EngineSettings
-from pytest_smallmodel.engine.backend import Capabilities
+from pytest_smallmodel.common.settings import LoadSpec
+from pytest_smallmodel.engine.backend import Capabilities, Decoding, Forcing
 from pytest_smallmodel.engine.crash import (
     CrashDiagnosis,
     EngineCrash,
     crashed_server_hint,
-    signal_name,
+    diagnose,
 )
 from pytest_smallmodel.engine.served.api import ServerAPI, ServerError, ServerUnreachable
 from pytest_smallmodel.engine.served.model import IdentityMismatch, ServedModel, logprob, piece
@@ -120,25 +120,9 @@ class LlamaServerModel(ServedModel):
         ),
     )
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        path: Path,
-        sha256: str,
-        settings: EngineSettings,
-        embedding: bool,
-        chat_template: str | None,
-        server: str | None,
-    ) -> None:
-        super().__init__(
-            name=name,
-            path=path,
-            sha256=sha256,
-            settings=settings,
-            embedding=embedding,
-            chat_template=chat_template,
-        )
+    def __init__(self, spec: LoadSpec, *, server: str | None) -> None:
+        super().__init__(spec)
+        settings = spec.settings
         self.remote = server
         self.stats.identity_unverified = server is not None
         self._lock = threading.RLock()
@@ -148,7 +132,7 @@ class LlamaServerModel(ServedModel):
         self.repack: RepackDecision = self._vocab.info.repack
         try:
             if server is None:
-                self._process = self._managed(chat_template)
+                self._process = self._managed(spec.chat_template)
                 self.api = ServerAPI(self._process.url, timeout=settings.timeout)
             else:
                 self.api = ServerAPI(
@@ -343,27 +327,19 @@ class LlamaServerModel(ServedModel):
                 raise self._crashed(process, during, limit if timed_out else None) from None
 
     def _crashed(self, process: ManagedServer, during: str, timed_out: float | None) -> EngineCrash:
-        code = process.exit_code()
-        tail = tuple(process.log_lines())
-        signal_text = signal_name(code)
-        cause = "timeout" if timed_out is not None else ("signal" if signal_text else "exit")
-        hints = process.hints(signal_text, cause)
-        process.stop()
-        self.stats.crashes += 1
-        diagnosis = CrashDiagnosis(
-            model=f"{self.name}@{self.sha256[:8]}",
+        diagnosis = diagnose(
+            model=self.spec.label,
             call=during,
-            cause=cause,
-            signal_name=signal_text,
-            exit_code=code if cause == "exit" else None,
+            returncode=process.exit_code(),
+            timed_out=timed_out,
             settings={**self.settings.numeric(), "timeout": self.settings.timeout},
-            log_tail=tail,
-            fault_report=(),
-            hints=hints,
-            crash_count=self.stats.crashes,
-            timeout=timed_out,
+            log=(tuple(process.log_lines()), ()),
+            hints=process.hints,
+            crash_count=self.stats.crashes + 1,
             process="llama-server",
         )
+        process.stop()
+        self.stats.crashes += 1
         self._crash = diagnosis
         return EngineCrash(diagnosis)
 
@@ -468,15 +444,10 @@ class LlamaServerModel(ServedModel):
     # -- generation -----------------------------------------------------------------------------
 
     def decode(
-        self,
-        prompt_tokens: Sequence[int],
-        *,
-        max_tokens: int,
-        stop: Sequence[str],
-        top_k: int,
-        schema: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
+        self, prompt_tokens: Sequence[int], decoding: Decoding, *, timeout: float | None = None
     ) -> tuple[list[Step], FinishReason, Timings]:
+        max_tokens, stop, top_k = decoding.max_tokens, decoding.stop, decoding.top_k
+        schema = decoding.schema
         if max_tokens <= 0:
             raise EngineError(f"max_tokens must be positive, got {max_tokens}")
         room = self.settings.n_ctx - len(prompt_tokens)
@@ -516,14 +487,9 @@ class LlamaServerModel(ServedModel):
         return self.decoded(steps, stop, answer, finish="length")
 
     def score(
-        self,
-        prompt_tokens: Sequence[int],
-        tokens: Sequence[int],
-        *,
-        top_k: int,
-        schema: Mapping[str, Any] | None,
-        timeout: float | None = None,
+        self, prompt_tokens: Sequence[int], forcing: Forcing, *, timeout: float | None = None
     ) -> list[ScoredStep]:
+        tokens, top_k = forcing.tokens, forcing.top_k
         """Teacher forcing: the server decodes exactly ``tokens`` under a grammar of their ids
         and reports, per step, the forced token's and the best tokens' logprobs.
 
@@ -557,17 +523,11 @@ class LlamaServerModel(ServedModel):
         return scored
 
     def verify(
-        self,
-        prompt_tokens: Sequence[int],
-        tokens: Sequence[int],
-        *,
-        top_k: int,
-        schema: Mapping[str, Any] | None,
-        timeout: float | None = None,
+        self, prompt_tokens: Sequence[int], forcing: Forcing, *, timeout: float | None = None
     ) -> list[ScoredStep]:
         """llama-server has no batched teacher forcing: the incremental pass of ``score`` (one
         request, exact), which the report names."""
-        return self.score(prompt_tokens, tokens, top_k=top_k, schema=schema, timeout=timeout)
+        return self.score(prompt_tokens, forcing, timeout=timeout)
 
     def continuation_logprob(
         self,
@@ -576,7 +536,7 @@ class LlamaServerModel(ServedModel):
         *,
         timeout: float | None = None,
     ) -> float:
-        scored = self.score(prompt_tokens, continuation, top_k=1, schema=None, timeout=timeout)
+        scored = self.score(prompt_tokens, Forcing(tuple(continuation), top_k=1), timeout=timeout)
         if len(scored) < len(continuation):
             raise EngineError(
                 f"llama-server could not score all {len(continuation)} tokens of a label "

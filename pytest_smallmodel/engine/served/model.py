@@ -1,4 +1,4 @@
-"""What the backends that reach a model over HTTP share (``server_backend``, ``openai_backend``).
+"""What the backends that reach a model over HTTP share (``llama_backend``, ``openai_backend``).
 
 The harness keeps tokenizing and rendering chats itself, from the pinned file loaded
 vocabulary-only in an engine worker (no weights), so a served model's prompts are token for
@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from pytest_smallmodel.common.errors import EngineError
 from pytest_smallmodel.common.results import FinishReason, Step, Timings
-from pytest_smallmodel.common.settings import EngineSettings
-from pytest_smallmodel.engine.backend import ModelInfo, ModelStats
+from pytest_smallmodel.common.settings import LoadSpec
+from pytest_smallmodel.engine.backend import Loaded, ModelInfo
 from pytest_smallmodel.engine.worker.parent import WorkerModel
 from pytest_smallmodel.pins.gguf_info import read_facts
 
@@ -24,37 +23,14 @@ class IdentityMismatch(EngineError):
     """The server serves another model than the pinned file."""
 
 
-class ServedModel:
+class ServedModel(Loaded):
     """The shared half of a served backend: identity, settings, statistics and vocabulary."""
 
     info: ModelInfo  # set by the subclass once the server has described itself
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        path: Path,
-        sha256: str,
-        settings: EngineSettings,
-        embedding: bool,
-        chat_template: str | None,
-    ) -> None:
-        self.name = name
-        self.path = path
-        self.sha256 = sha256
-        self.settings = settings
-        self.embedding = embedding
-        self.chat_template = chat_template
-        self.stats = ModelStats()
-        self._vocab = WorkerModel(
-            name=name,
-            path=path,
-            sha256=sha256,
-            settings=settings,
-            embedding=embedding,
-            chat_template=chat_template,
-            defer_weights=True,
-        )
+    def __init__(self, spec: LoadSpec) -> None:
+        super().__init__(spec)
+        self._vocab = WorkerModel(spec, defer_weights=True)
         # Every call needs the vocabulary: start its worker now, and count it in the summary.
         self._vocab.info  # noqa: B018 - the property starts the worker
         self.stats.worker_starts = self._vocab.stats.worker_starts
@@ -163,8 +139,7 @@ class ServedModel:
         values = [float(x) for x in vector]
         if not all(math.isfinite(x) for x in values):
             raise EngineError(f"model {self.name!r} produced a non-finite embedding")
-        self.stats.calls += 1
-        return values
+        return values  # the call is counted once, by ModelHandle.embed, as for every backend
 
     def close(self) -> None:
         self._vocab.close()

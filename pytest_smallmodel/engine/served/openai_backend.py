@@ -14,15 +14,14 @@ fingerprint and in drift reports (docs/backends.md):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from pytest_smallmodel.common.errors import EngineError
 from pytest_smallmodel.common.fingerprint import FINGERPRINT_VERSION, cpu_facts
 from pytest_smallmodel.common.results import FinishReason, ScoredStep, Step, Timings, TokenLogprob
-from pytest_smallmodel.common.settings import EngineSettings
-from pytest_smallmodel.engine.backend import Capabilities
+from pytest_smallmodel.common.settings import LoadSpec
+from pytest_smallmodel.engine.backend import Capabilities, Decoding, Forcing
 from pytest_smallmodel.engine.crash import crashed_server_hint
 from pytest_smallmodel.engine.served.api import ServerAPI, ServerError
 from pytest_smallmodel.engine.served.model import ServedModel, logprob
@@ -46,25 +45,9 @@ class OpenAIModel(ServedModel):
         teacher_forcing=False, batched_verify=False, limitations=(NO_TEACHER_FORCING,)
     )
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        path: Path,
-        sha256: str,
-        settings: EngineSettings,
-        embedding: bool,
-        chat_template: str | None,
-        server: str,
-    ) -> None:
-        super().__init__(
-            name=name,
-            path=path,
-            sha256=sha256,
-            settings=settings,
-            embedding=embedding,
-            chat_template=chat_template,
-        )
+    def __init__(self, spec: LoadSpec, *, server: str) -> None:
+        super().__init__(spec)
+        settings = spec.settings
         self.stats.identity_unverified = True
         self.api = ServerAPI(
             server,
@@ -79,8 +62,8 @@ class OpenAIModel(ServedModel):
         self.info = self._model_info(
             {
                 "version": FINGERPRINT_VERSION,
-                "model": name,
-                "sha256": sha256,
+                "model": self.name,
+                "sha256": self.sha256,
                 "engine": self.engine,
                 "api": "openai",
                 "identity": "unverified",
@@ -114,15 +97,10 @@ class OpenAIModel(ServedModel):
         return None
 
     def decode(
-        self,
-        prompt_tokens: Sequence[int],
-        *,
-        max_tokens: int,
-        stop: Sequence[str],
-        top_k: int,
-        schema: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
+        self, prompt_tokens: Sequence[int], decoding: Decoding, *, timeout: float | None = None
     ) -> tuple[list[Step], FinishReason, Timings]:
+        max_tokens, stop, top_k = decoding.max_tokens, decoding.stop, decoding.top_k
+        schema = decoding.schema
         body: dict[str, Any] = {
             "model": self._model_id,
             "prompt": list(prompt_tokens),
@@ -207,24 +185,12 @@ class OpenAIModel(ServedModel):
         return ids[0]
 
     def score(
-        self,
-        prompt_tokens: Sequence[int],
-        tokens: Sequence[int],
-        *,
-        top_k: int,
-        schema: Mapping[str, Any] | None,
-        timeout: float | None = None,
+        self, prompt_tokens: Sequence[int], forcing: Forcing, *, timeout: float | None = None
     ) -> list[ScoredStep]:
         raise Unsupported(NO_TEACHER_FORCING)
 
     def verify(
-        self,
-        prompt_tokens: Sequence[int],
-        tokens: Sequence[int],
-        *,
-        top_k: int,
-        schema: Mapping[str, Any] | None,
-        timeout: float | None = None,
+        self, prompt_tokens: Sequence[int], forcing: Forcing, *, timeout: float | None = None
     ) -> list[ScoredStep]:
         raise Unsupported(NO_TEACHER_FORCING)
 

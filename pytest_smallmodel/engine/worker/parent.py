@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,12 @@ from typing import Any
 from pytest_smallmodel.common.errors import EngineError
 from pytest_smallmodel.common.fingerprint import cpu_facts, decide_repack, model_fingerprint
 from pytest_smallmodel.common.results import FinishReason, ScoredStep, Step, Timings
-from pytest_smallmodel.common.settings import EngineSettings
-from pytest_smallmodel.engine.backend import Capabilities, ModelInfo, ModelStats
+from pytest_smallmodel.common.settings import LoadSpec
+from pytest_smallmodel.engine.backend import Capabilities, Decoding, Forcing, Loaded, ModelInfo
 from pytest_smallmodel.engine.crash import (
     CrashDiagnosis,
     EngineCrash,
+    diagnose,
     hints_for,
     signal_name,
     split_log,
@@ -169,20 +171,15 @@ def probe_runtime(*, timeout: float) -> dict[str, Any]:
     return result
 
 
-class WorkerModel:
+class WorkerModel(Loaded):
     """The pytest side of one loaded model: same calls as ``LlamaRuntime``, run in a worker."""
 
     capabilities = Capabilities()
 
     def __init__(
         self,
+        spec: LoadSpec,
         *,
-        name: str,
-        path: Path,
-        sha256: str,
-        settings: EngineSettings,
-        embedding: bool,
-        chat_template: str | None = None,
         defer_weights: bool = False,
         runtime: Mapping[str, Any] | None = None,
         on_runtime: Callable[[Mapping[str, Any]], None] | None = None,
@@ -191,33 +188,19 @@ class WorkerModel:
         result cache keeps them). With them the worker starts only when a call needs it, so a
         session served entirely from the result cache starts none; without, it starts now.
         ``on_runtime`` receives the facts of each worker that starts."""
-        self.name = name
-        self.path = path
-        self.sha256 = sha256
-        self.settings = settings
-        self.embedding = embedding
-        self.chat_template = chat_template
-        self.stats = ModelStats()
+        super().__init__(spec)
         self._known_runtime = runtime
         self._on_runtime = on_runtime
         self._info: ModelInfo | None = None
         self._predicted: Mapping[str, Any] | None = None
-        self._load_kwargs: dict[str, Any] = {
-            "name": name,
-            "path": path,
-            "sha256": sha256,
-            "settings": settings,
-            "embedding": embedding,
-            "chat_template": chat_template,
-            "defer_weights": defer_weights,
-        }
+        self._load_kwargs: dict[str, Any] = {"spec": spec, "defer_weights": defer_weights}
         self._lock = threading.Lock()
         self._process: _Process | None = None
         self._crash: CrashDiagnosis | None = None
         self._runtime: Mapping[str, Any] = {}
         # What the worker would fail on after a start of seconds, as a traceback: say it here.
-        settings.threads()
-        fd, log_name = tempfile.mkstemp(prefix=f"smallmodel-{name}-", suffix=".log")
+        spec.settings.threads()
+        fd, log_name = tempfile.mkstemp(prefix=f"smallmodel-{spec.name}-", suffix=".log")
         os.close(fd)
         self.log_path = Path(log_name)
         if runtime is None:
@@ -359,24 +342,19 @@ class WorkerModel:
     def _crashed(self, process: _Process, during: str, timed_out: float | None = None) -> Any:
         returncode = process.kill()
         self._process = None
-        log_tail, fault = split_log(process.log_text())
-        signal_text = None if timed_out is not None else signal_name(returncode)
-        cause = "timeout" if timed_out is not None else ("signal" if signal_text else "exit")
         runtime = self._runtime or {}
         repack = self._info.repack if self._info is not None else None
         settings = {**self.settings.numeric(), "timeout": self.settings.timeout}
         if repack is not None:
             settings["repack"] = f"{self.settings.repack} -> {repack.enabled}"
-        diagnosis = CrashDiagnosis(
-            model=f"{self.name}@{self.sha256[:8]}",
+        diagnosis = diagnose(
+            model=self.spec.label,
             call=during,
-            cause=cause,
-            signal_name=signal_text,
-            exit_code=None if signal_text or timed_out is not None else returncode,
+            returncode=returncode,
+            timed_out=timed_out,
             settings=settings,
-            log_tail=log_tail,
-            fault_report=fault,
-            hints=hints_for(
+            log=split_log(process.log_text()),
+            hints=lambda signal_text, cause: hints_for(
                 signal_name=signal_text,
                 cause=cause,
                 system_info=str(runtime.get("system_info", "")),
@@ -385,11 +363,11 @@ class WorkerModel:
                 oom_killed=process.oom_killed(),
             ),
             crash_count=self.stats.crashes + 1,
-            timeout=timed_out,
         )
         self.stats.crashes += 1
         self._crash = diagnosis
-        if not self._runtime and cause == "exit":  # e.g. a Python error before it could answer
+        # An exit before the worker ever answered is a start failure (e.g. a Python error).
+        if not self._runtime and diagnosis.cause == "exit":
             raise WorkerStartError(
                 f"the engine worker for model {self.name} could not start "
                 f"({sys.executable} -m pytest_smallmodel.engine.worker.child):\n{diagnosis.text()}"
@@ -412,67 +390,33 @@ class WorkerModel:
         return str(self.call("render_chat", [dict(m) for m in messages]))
 
     def decode(
-        self,
-        prompt_tokens: Sequence[int],
-        *,
-        max_tokens: int,
-        stop: Sequence[str],
-        top_k: int,
-        schema: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
+        self, prompt_tokens: Sequence[int], decoding: Decoding, *, timeout: float | None = None
     ) -> tuple[list[Step], FinishReason, Timings]:
+        schema = None if decoding.schema is None else dict(decoding.schema)  # to pickle it
         steps, finish, timings = self.call(
-            "decode",
-            list(prompt_tokens),
-            max_tokens=max_tokens,
-            stop=list(stop),
-            top_k=top_k,
-            schema=None if schema is None else dict(schema),
-            timeout=timeout,
+            "decode", list(prompt_tokens), replace(decoding, schema=schema), timeout=timeout
         )
         self.stats.count_decode(timings)
         return steps, finish, timings
 
     def score(
-        self,
-        prompt_tokens: Sequence[int],
-        tokens: Sequence[int],
-        *,
-        top_k: int,
-        schema: Mapping[str, Any] | None,
-        timeout: float | None = None,
+        self, prompt_tokens: Sequence[int], forcing: Forcing, *, timeout: float | None = None
     ) -> list[ScoredStep]:
         """Teacher forcing on the incremental path (``LlamaRuntime.score``)."""
-        return self._teacher_force("score", prompt_tokens, tokens, top_k, schema, timeout)
+        return self._teacher_force("score", prompt_tokens, forcing, timeout)
 
     def verify(
-        self,
-        prompt_tokens: Sequence[int],
-        tokens: Sequence[int],
-        *,
-        top_k: int,
-        schema: Mapping[str, Any] | None,
-        timeout: float | None = None,
+        self, prompt_tokens: Sequence[int], forcing: Forcing, *, timeout: float | None = None
     ) -> list[ScoredStep]:
         """Teacher forcing in one batched pass (``LlamaRuntime.verify``, tolerance mode only)."""
-        return self._teacher_force("verify", prompt_tokens, tokens, top_k, schema, timeout)
+        return self._teacher_force("verify", prompt_tokens, forcing, timeout)
 
     def _teacher_force(
-        self,
-        method: str,
-        prompt_tokens: Sequence[int],
-        tokens: Sequence[int],
-        top_k: int,
-        schema: Mapping[str, Any] | None,
-        timeout: float | None,
+        self, method: str, prompt_tokens: Sequence[int], forcing: Forcing, timeout: float | None
     ) -> list[ScoredStep]:
+        schema = None if forcing.schema is None else dict(forcing.schema)  # to pickle it
         scored: list[ScoredStep] = self.call(
-            method,
-            list(prompt_tokens),
-            list(tokens),
-            top_k=top_k,
-            schema=None if schema is None else dict(schema),
-            timeout=timeout,
+            method, list(prompt_tokens), replace(forcing, schema=schema), timeout=timeout
         )
         return scored
 

@@ -44,8 +44,12 @@ from pytest_smallmodel.common.results import (
     Timings,
     TokenLogprob,
 )
-from pytest_smallmodel.common.settings import KV_CACHE_TYPES, POOLING_TYPES, EngineSettings
-from pytest_smallmodel.engine.backend import ModelInfo
+from pytest_smallmodel.common.settings import (
+    KV_CACHE_TYPES,
+    POOLING_TYPES,
+    LoadSpec,
+)
+from pytest_smallmodel.engine.backend import Decoding, Forcing, ModelInfo
 
 _GGUF_MAGIC = b"GGUF"
 
@@ -163,22 +167,12 @@ def _logsumexp(logits: npt.NDArray[np.float32]) -> float:
 class LlamaRuntime:
     """One ``Llama`` for one (file, load settings); lives in the worker, one call at a time."""
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        path: Path,
-        sha256: str,
-        settings: EngineSettings,
-        embedding: bool,
-        chat_template: str | None,
-        defer_weights: bool = False,
-    ) -> None:
-        check_gguf(path)
-        self.name = name
-        self.path = path
-        self.settings = settings
-        self.embedding = embedding
+    def __init__(self, spec: LoadSpec, *, defer_weights: bool = False) -> None:
+        check_gguf(spec.path)
+        self.name = spec.name
+        self.path = spec.path
+        self.settings = settings = spec.settings
+        self.embedding = spec.embedding
         threads = settings.threads()
         self.repack = repack_decision(settings.repack)
         self._llama: Any = None
@@ -190,10 +184,11 @@ class LlamaRuntime:
         self.n_vocab = int(self._model.n_vocab())
         self._piece_cache: dict[int, str] = {}
         embedded = self._model.metadata().get("tokenizer.chat_template")
-        self.chat_template = chat_template if chat_template is not None else embedded or None
+        named = spec.chat_template
+        self.chat_template = named if named is not None else embedded or None
         fingerprint = model_fingerprint(
-            model=name,
-            sha256=sha256,
+            model=spec.name,
+            sha256=spec.sha256,
             numeric_settings=settings.numeric(),
             n_threads=threads,
             repack=self.repack.enabled,
@@ -385,15 +380,15 @@ class LlamaRuntime:
         return allowed, logsumexp
 
     def decode(
-        self,
-        prompt_tokens: Sequence[int],
-        *,
-        max_tokens: int,
-        stop: Sequence[str],
-        top_k: int,
-        schema: Mapping[str, Any] | None = None,
+        self, prompt_tokens: Sequence[int], decoding: Decoding
     ) -> tuple[list[Step], FinishReason, Timings]:
         """Greedy decoding from ``prompt_tokens``; ``schema`` (JSON Schema) restricts choices."""
+        max_tokens, stop, top_k, schema = (
+            decoding.max_tokens,
+            decoding.stop,
+            decoding.top_k,
+            decoding.schema,
+        )
         if max_tokens <= 0:
             raise EngineError(f"max_tokens must be positive, got {max_tokens}")
         with _grammar(self._vocab, schema, self.n_vocab) as mask:
@@ -454,15 +449,9 @@ class LlamaRuntime:
             top=self._top(allowed, logsumexp, top_k),
         )
 
-    def score(
-        self,
-        prompt_tokens: Sequence[int],
-        tokens: Sequence[int],
-        *,
-        top_k: int,
-        schema: Mapping[str, Any] | None,
-    ) -> list[ScoredStep]:
+    def score(self, prompt_tokens: Sequence[int], forcing: Forcing) -> list[ScoredStep]:
         """Teacher forcing on the generation path: how this runtime rates each given token."""
+        tokens, top_k, schema = forcing.tokens, forcing.top_k, forcing.schema
         with _grammar(self._vocab, schema, self.n_vocab) as mask:
             scored: list[ScoredStep] = []
             logits = self._start(prompt_tokens)
@@ -476,14 +465,7 @@ class LlamaRuntime:
                     logits = self._advance(token, index + 1, len(prompt_tokens) + index + 1)
             return scored
 
-    def verify(
-        self,
-        prompt_tokens: Sequence[int],
-        tokens: Sequence[int],
-        *,
-        top_k: int,
-        schema: Mapping[str, Any] | None,
-    ) -> list[ScoredStep]:
+    def verify(self, prompt_tokens: Sequence[int], forcing: Forcing) -> list[ScoredStep]:
         """Teacher forcing in one batched pass: the same ratings as ``score``, at prefill speed.
 
         The prompt and the given tokens (all but the last, whose successor is not needed) are
@@ -493,6 +475,8 @@ class LlamaRuntime:
         mode only, never exact comparison.
         """
         import llama_cpp
+
+        tokens, top_k, schema = forcing.tokens, forcing.top_k, forcing.schema
 
         if not prompt_tokens:
             raise EngineError("the prompt is empty after tokenization: give the model some text")

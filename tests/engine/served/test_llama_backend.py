@@ -12,8 +12,8 @@ from real_model import SMOLLM2_SHA256, smollm2_path
 from server_fixtures import require_server, running_server, smollm2_q4_0
 
 from pytest_smallmodel.common.errors import EngineError
-from pytest_smallmodel.common.settings import EngineSettings
-from pytest_smallmodel.engine.backend import Backend
+from pytest_smallmodel.common.settings import EngineSettings, LoadSpec
+from pytest_smallmodel.engine.backend import Backend, Forcing
 from pytest_smallmodel.engine.handle import ModelHandle
 from pytest_smallmodel.engine.pool import ModelPool
 from pytest_smallmodel.engine.served.api import ServerUnreachable
@@ -38,11 +38,13 @@ def _open(pool: ModelPool, serving: Serving, **settings: object) -> Backend:
     path = smollm2_path()
     assert path is not None
     return pool.get(
-        name="smollm2",
-        path=path,
-        sha256=SMOLLM2_SHA256,
-        settings=replace(EngineSettings(), **settings),  # type: ignore[arg-type]
-        embedding=False,
+        LoadSpec(
+            name="smollm2",
+            path=path,
+            sha256=SMOLLM2_SHA256,
+            settings=replace(EngineSettings(), **settings),  # type: ignore[arg-type]
+            embedding=False,
+        ),
         serving=serving,
     )
 
@@ -88,9 +90,7 @@ def test_generate_agrees_with_the_in_process_engine_within_tolerance(
         if there.tokens == here.tokens:
             identical += 1
             continue
-        scored = server._model.score(
-            here.prompt_tokens, here.tokens, top_k=5, schema=None, timeout=60
-        )
+        scored = server._model.score(here.prompt_tokens, Forcing(tuple(here.tokens), 5), timeout=60)
         assert len(scored) == len(here.tokens)
         assert max(step.gap for step in scored) <= 1.0
     assert identical >= 1
@@ -100,7 +100,7 @@ def test_teacher_forcing_reproduces_decoding_exactly(server: ModelHandle) -> Non
     """The token-id grammar forces the decoded tokens; each step's numbers are the decode's."""
     generation = server.generate(PROMPTS[1], max_tokens=20)
     scored = server._model.score(
-        generation.prompt_tokens, generation.tokens, top_k=5, schema=None, timeout=60
+        generation.prompt_tokens, Forcing(tuple(generation.tokens), 5), timeout=60
     )
     assert [s.golden.token for s in scored] == list(generation.tokens)
     for step, forced in zip(generation.steps, scored, strict=True):
@@ -115,12 +115,12 @@ def test_forcing_ends_with_an_end_of_generation_token(server: ModelHandle) -> No
     generation = server.chat([{"role": "user", "content": "What is 2+2?"}], max_tokens=64)
     assert generation.finish_reason == "stop" and server._model.is_end(generation.tokens[-1])
     scored = server._model.score(
-        generation.prompt_tokens, generation.tokens, top_k=5, schema=None, timeout=60
+        generation.prompt_tokens, Forcing(tuple(generation.tokens), 5), timeout=60
     )
     assert [s.golden.token for s in scored] == list(generation.tokens)
     assert scored[-1].golden.logprob == generation.steps[-1].logprob
     only_end = server._model.score(
-        generation.prompt_tokens, generation.tokens[-1:], top_k=5, schema=None, timeout=60
+        generation.prompt_tokens, Forcing(tuple(generation.tokens[-1:]), 5), timeout=60
     )
     assert only_end[0].golden.token == generation.tokens[-1]
     assert only_end[0].golden.logprob < only_end[0].best.logprob  # forced, not chosen
@@ -129,7 +129,7 @@ def test_forcing_ends_with_an_end_of_generation_token(server: ModelHandle) -> No
 def test_forcing_follows_tokens_the_model_would_not_choose(server: ModelHandle) -> None:
     prompt = server.tokenize("The capital of France is")
     unlikely = server._model.tokenize(" purple elephants", add_bos=False)
-    scored = server._model.score(prompt, unlikely, top_k=3, schema=None, timeout=60)
+    scored = server._model.score(prompt, Forcing(tuple(unlikely), 3), timeout=60)
     assert [s.golden.token for s in scored] == unlikely
     assert scored[0].gap > 1.0 and scored[0].best.token != unlikely[0]
     assert forcing_grammar([5, 17]) == "root ::= <[5]> <[17]>"
@@ -182,14 +182,14 @@ def test_embeddings_from_the_server_point_the_same_way(pool: ModelPool) -> None:
     vectors = []
     for serving in (Serving(), MANAGED):
         loaded = pool.get(
-            name="smollm2",
-            path=path,
-            sha256=SMOLLM2_SHA256,
-            settings=settings,
-            embedding=True,
+            LoadSpec(
+                name="smollm2", path=path, sha256=SMOLLM2_SHA256, settings=settings, embedding=True
+            ),
             serving=serving,
         )
+        calls = loaded.stats.calls
         vectors.append(ModelHandle(loaded, settings).embed("a small language model"))
+        assert loaded.stats.calls == calls + 1  # one call, whichever backend answered it
     here, there = vectors
     dot = sum(a * b for a, b in zip(here, there, strict=True))
     cosine = dot / math.sqrt(sum(a * a for a in here) * sum(b * b for b in there))
@@ -272,12 +272,14 @@ def test_a_call_past_the_timeout_stops_the_server(pool: ModelPool) -> None:
 def _running(path: Path, url: str) -> LlamaServerModel:
     """The pinned SmolLM2 as served by the running server at ``url``."""
     return LlamaServerModel(
-        name="smollm2",
-        path=path,
-        sha256=SMOLLM2_SHA256,
-        settings=EngineSettings(),
-        embedding=False,
-        chat_template=None,
+        LoadSpec(
+            name="smollm2",
+            path=path,
+            sha256=SMOLLM2_SHA256,
+            settings=EngineSettings(),
+            embedding=False,
+            chat_template=None,
+        ),
         server=url,
     )
 

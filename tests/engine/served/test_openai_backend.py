@@ -10,7 +10,7 @@ import pytest
 from real_model import SMOLLM2_SHA256, smollm2_path
 from server_fixtures import running_server, smollm2_q4_0
 
-from pytest_smallmodel.common.settings import EngineSettings
+from pytest_smallmodel.common.settings import EngineSettings, LoadSpec
 from pytest_smallmodel.engine.handle import ModelHandle
 from pytest_smallmodel.engine.pool import ModelPool
 from pytest_smallmodel.engine.served.model import IdentityMismatch
@@ -32,11 +32,13 @@ def _served(pool: ModelPool, serving: Serving) -> ModelHandle:
     path = smollm2_path()
     assert path is not None
     loaded = pool.get(
-        name="smollm2",
-        path=path,
-        sha256=SMOLLM2_SHA256,
-        settings=EngineSettings(),
-        embedding=False,
+        LoadSpec(
+            name="smollm2",
+            path=path,
+            sha256=SMOLLM2_SHA256,
+            settings=EngineSettings(),
+            embedding=False,
+        ),
         serving=serving,
     )
     return ModelHandle(loaded, loaded.settings)
@@ -96,19 +98,20 @@ def test_v1_embeddings_point_the_same_way_as_in_process(pool: ModelPool) -> None
     assert path is not None
     settings = EngineSettings(pooling="mean")
     in_process = pool.get(
-        name="smollm2", path=path, sha256=SMOLLM2_SHA256, settings=settings, embedding=True
+        LoadSpec(
+            name="smollm2", path=path, sha256=SMOLLM2_SHA256, settings=settings, embedding=True
+        )
     )
     here = ModelHandle(in_process, settings).embed("a small language model")
     with running_server(path, settings=settings, embedding=True) as server:
         served = pool.get(
-            name="smollm2",
-            path=path,
-            sha256=SMOLLM2_SHA256,
-            settings=settings,
-            embedding=True,
+            LoadSpec(
+                name="smollm2", path=path, sha256=SMOLLM2_SHA256, settings=settings, embedding=True
+            ),
             serving=Serving(backend="llama-server", server=server.url, api="openai"),
         )
         there = ModelHandle(served, settings).embed("a small language model")
+        assert served.stats.calls == 1  # counted once, by the handle
     dot = sum(a * b for a, b in zip(here, there, strict=True))
     cosine = dot / math.sqrt(sum(a * a for a in here) * sum(b * b for b in there))
     assert cosine > 0.999  # /v1/embeddings normalises; cosine does not care
@@ -122,11 +125,13 @@ def test_an_endpoint_serving_another_model_is_named(tmp_path: Path) -> None:
         pytest.raises(IdentityMismatch, match="file type is Q4_0, the pinned file's"),
     ):
         OpenAIModel(
-            name="smollm2",
-            path=path,
-            sha256=SMOLLM2_SHA256,
-            settings=EngineSettings(),
-            embedding=False,
-            chat_template=None,
+            LoadSpec(
+                name="smollm2",
+                path=path,
+                sha256=SMOLLM2_SHA256,
+                settings=EngineSettings(),
+                embedding=False,
+                chat_template=None,
+            ),
             server=server.url,
         )

@@ -11,7 +11,7 @@ import pytest
 from real_model import smollm2_path
 from server_fixtures import require_server
 
-from pytest_smallmodel.common.settings import EngineSettings
+from pytest_smallmodel.common.settings import EngineSettings, LoadSpec
 from pytest_smallmodel.engine.crash import crashed_server_hint
 from pytest_smallmodel.engine.served import process as llama_server
 from pytest_smallmodel.engine.served.process import (
@@ -130,12 +130,14 @@ def test_a_port_taken_before_the_server_binds_is_replaced(
         from real_model import SMOLLM2_SHA256
 
         model = server_backend.LlamaServerModel(
-            name="smollm2",
-            path=path,
-            sha256=SMOLLM2_SHA256,
-            settings=EngineSettings(n_ctx=512),
-            embedding=False,
-            chat_template=None,
+            LoadSpec(
+                name="smollm2",
+                path=path,
+                sha256=SMOLLM2_SHA256,
+                settings=EngineSettings(n_ctx=512),
+                embedding=False,
+                chat_template=None,
+            ),
             server=None,
         )
         try:

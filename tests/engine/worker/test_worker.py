@@ -142,14 +142,16 @@ def test_a_worker_restarted_from_a_short_lived_thread_outlives_the_thread() -> N
     import signal
     import threading
 
-    from pytest_smallmodel.common.settings import EngineSettings
+    from pytest_smallmodel.common.settings import EngineSettings, LoadSpec
     from pytest_smallmodel.engine.crash import EngineCrash
     from pytest_smallmodel.engine.worker.parent import WorkerModel
 
     path = smollm2_path()
     assert path is not None
     model = WorkerModel(
-        name="smollm2", path=path, sha256="0" * 64, settings=EngineSettings(), embedding=False
+        LoadSpec(
+            name="smollm2", path=path, sha256="0" * 64, settings=EngineSettings(), embedding=False
+        )
     )
     try:
         pid = model.pid
@@ -203,7 +205,7 @@ def test_a_worker_that_fails_to_start_leaves_no_log(
     import tempfile
 
     from pytest_smallmodel.common.errors import EngineError
-    from pytest_smallmodel.common.settings import EngineSettings
+    from pytest_smallmodel.common.settings import EngineSettings, LoadSpec
     from pytest_smallmodel.engine.worker.parent import WorkerModel
 
     path = smollm2_path()
@@ -216,10 +218,12 @@ def test_a_worker_that_fails_to_start_leaves_no_log(
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
     with pytest.raises(EngineError, match="truncated or corrupt"):
         WorkerModel(
-            name="broken",
-            path=truncated,
-            sha256="0" * 64,
-            settings=EngineSettings(),
-            embedding=False,
+            LoadSpec(
+                name="broken",
+                path=truncated,
+                sha256="0" * 64,
+                settings=EngineSettings(),
+                embedding=False,
+            )
         )
     assert not list(temp.glob("smallmodel-*.log"))
