@@ -85,7 +85,7 @@ def test_cached_latency(model):
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     smollm2_project(pytester, monkeypatch)
-    pytester.makepyfile(test_quality=SUITE)
+    pytester.makepyfile(test_labelled=SUITE)
     return pytester
 
 
