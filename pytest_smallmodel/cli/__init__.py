@@ -466,13 +466,18 @@ def _review_orphans(
             count = len(scan.orphans)
             click.echo(f"{count} orphaned golden{'s' if count != 1 else ''}")
         return
+    chosen = [
+        orphan
+        for orphan in scan.orphans
+        if pattern is None or fnmatch.fnmatchcase(orphan.name, pattern)
+    ]
+    if pattern not in (None, "*") and not chosen:
+        click.echo(f"error: no orphaned golden matches {pattern!r}", err=True)
+        ctx.exit(1)
     deleted = 0
-    for position, orphan in enumerate(scan.orphans, start=1):
-        if pattern is not None:
-            if not fnmatch.fnmatchcase(orphan.name, pattern):
-                continue
-        else:
-            click.echo(f"[{position}/{len(scan.orphans)}] orphaned golden {orphan.name}")
+    for position, orphan in enumerate(chosen, start=1):
+        if pattern is None:
+            click.echo(f"[{position}/{len(chosen)}] orphaned golden {orphan.name}")
             answer = click.prompt(
                 "[d]elete, [s]kip, [q]uit", type=click.Choice(["d", "s", "q"]), show_choices=False
             )
@@ -484,13 +489,6 @@ def _review_orphans(
         deleted += removed
         click.echo(message)
     click.echo(f"{deleted} orphaned golden{'s' if deleted != 1 else ''} deleted")
-    if (
-        pattern is not None
-        and pattern != "*"
-        and not any(fnmatch.fnmatchcase(o.name, pattern) for o in scan.orphans)
-    ):
-        click.echo(f"error: no orphaned golden matches {pattern!r}", err=True)
-        ctx.exit(1)
 
 
 def _show(item: review_core.ReviewItem, position: int, total: int) -> None:
