@@ -9,7 +9,7 @@ if TYPE_CHECKING:  # the types of the names loaded lazily below
     from pytest_smallmodel.evaluation.report import EvaluationReport
     from pytest_smallmodel.evaluation.stats import EvaluationError
 
-__version__ = "0.1.0"
+from pytest_smallmodel.common.version import __version__
 
 # What tests import from the package root, loaded on first use: importing the package (as every
 # module and the engine worker do) stays as light as before.

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_smallmodel.cli.compare_report import CaseResult, CompareReport, Divergence, Figures
 from pytest_smallmodel.common.errors import ConfigError, EngineError, GoldenError
-from pytest_smallmodel.common.results import Embedding, Generation, Label, Step
+from pytest_smallmodel.common.results import Embedding, Generation, Label, Step, generation_of
 from pytest_smallmodel.drift import explanation
+from pytest_smallmodel.drift.kinds import replay_request
 from pytest_smallmodel.drift.rules import (
     DriftPolicy,
     compare,
@@ -35,8 +36,9 @@ from pytest_smallmodel.drift.rules import (
     text_problem,
 )
 from pytest_smallmodel.goldens.file_format import FORMAT_VERSION, parse_golden, serialize_record
+from pytest_smallmodel.goldens.kinds import record_of
 from pytest_smallmodel.goldens.pending import PendingStore
-from pytest_smallmodel.goldens.records import GoldenRecord, generation_of, record_of
+from pytest_smallmodel.goldens.records import GoldenRecord
 from pytest_smallmodel.pins.lockfile import LockedModel
 
 if TYPE_CHECKING:
@@ -223,22 +225,7 @@ _MISSING = object()
 
 def replay(handle: ModelHandle, record: GoldenRecord) -> object:
     """Send the stored request to ``handle``; returns the live result."""
-    request = dict(record.request or {})
-    kind = request.get("kind")
-    messages = request.get("messages")
-    source: Any = messages if messages is not None else request.get("prompt", "")
-    stop = request.get("stop")
-    if kind == "generate":
-        return handle.generate(str(request["prompt"]), max_tokens=request["max_tokens"], stop=stop)
-    if kind == "chat":
-        return handle.chat(source, max_tokens=request["max_tokens"], stop=stop)
-    if kind == "extract":
-        return handle.extract(source, request["schema"], max_tokens=request["max_tokens"])
-    if kind == "classify":
-        return handle.classify(source, request["labels"])
-    if kind == "embed":
-        return handle.embed(str(request["prompt"]))
-    raise EngineError(f"golden request kind {kind!r} cannot be replayed")
+    return replay_request(handle, record)
 
 
 def compare_case(case: GoldenCase, live: object) -> CaseResult:

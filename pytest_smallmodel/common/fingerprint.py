@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_smallmodel import __version__
 from pytest_smallmodel.common.results import RepackDecision
+from pytest_smallmodel.common.version import __version__
 
 FINGERPRINT_VERSION = 1
 

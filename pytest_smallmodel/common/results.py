@@ -314,3 +314,12 @@ class Embedding(list[float]):
     """An embedding vector with the provenance it was computed under."""
 
     provenance: Provenance
+
+
+def generation_of(value: object) -> Generation | None:
+    """The generation behind a live result, if it has one (extractions keep theirs)."""
+    if isinstance(value, ExtractedDict | ExtractedList):
+        return value.generation
+    if isinstance(value, Generation):
+        return value
+    return None

@@ -22,13 +22,13 @@ from typing import Any
 
 from pytest_smallmodel.common.results import (
     BatchedCheck,
-    ExtractedDict,
     Generation,
     Provenance,
     Request,
     ScoredStep,
     Timings,
 )
+from pytest_smallmodel.drift.kinds import KINDS
 from pytest_smallmodel.drift.rules import DriftPolicy, compare
 from pytest_smallmodel.drift.verdict import Outcome
 from pytest_smallmodel.goldens.records import GoldenRecord
@@ -82,7 +82,7 @@ def _in_tolerance_mode(
     a changed fingerprint it reports drift that needs teacher forcing (and names the changed
     fields); any other rule gives another outcome or no changed fields.
     """
-    if golden.kind not in ("generation", "extraction") or not golden.tokens:
+    if not golden.tokens:
         return False
     if golden.sha256 != sha256 or (golden.request or {}).get("kind") != request.kind:
         return False
@@ -94,11 +94,9 @@ def _in_tolerance_mode(
         timings=Timings(0.0, 0.0, 0),
         provenance=Provenance(model, sha256, request, fingerprint),
     )
-    live: object = empty
-    if golden.kind == "extraction":
-        extracted = ExtractedDict()
-        extracted.generation = empty
-        live = extracted
+    live = KINDS[golden.kind].forced_result(empty)
+    if live is None:  # not compared token by token
+        return False
     verdict = compare(golden, live, policy=policy, golden_path=path)
     return verdict.outcome is Outcome.DRIFT and bool(verdict.changed)
 

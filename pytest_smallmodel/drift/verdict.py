@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pytest_smallmodel.common.results import BatchedCheck, ScoredStep, Step
-from pytest_smallmodel.goldens.records import GoldenRecord, model_ref
+if TYPE_CHECKING:  # data only: a verdict holds these, it builds none of them
+    from pytest_smallmodel.common.results import BatchedCheck, ScoredStep, Step
+    from pytest_smallmodel.goldens.records import GoldenRecord
 
 
 class Outcome(StrEnum):
@@ -205,14 +206,14 @@ class Verdict:
     @property
     def model(self) -> str | None:
         current = self.current
-        return model_ref(current.model, current.sha256) if current and current.sha256 else None
+        return current.model_ref if current and current.sha256 else None
 
     @property
     def current_engine(self) -> str | None:
         """What ran the model in this run (``llama-cpp-python``, ``llama-server``, ``openai``)."""
         if self.current is None or self.current.fingerprint is None:
             return None
-        return str(self.current.fingerprint.get("engine", "llama-cpp-python"))
+        return str(self.current.engine)
 
     @property
     def model_identity(self) -> str | None:
@@ -234,9 +235,7 @@ class Verdict:
             "engine": self.current_engine,
             "model_identity": self.model_identity,
             "golden_model": (
-                model_ref(self.golden.model, self.golden.sha256)
-                if self.golden is not None and self.golden.sha256
-                else None
+                self.golden.model_ref if self.golden is not None and self.golden.sha256 else None
             ),
             "mode": self.mode.value if self.mode is not None else None,
             "tolerance": self.tolerance,

@@ -26,11 +26,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pytest_smallmodel import __version__
 from pytest_smallmodel.common.atomic import atomic_write_text
 from pytest_smallmodel.common.errors import ConfigError, FileSystemError
 from pytest_smallmodel.common.fingerprint import INFORMATIONAL_FIELDS, runtime_stamp
 from pytest_smallmodel.common.results import FinishReason, Request, Step, TokenLogprob
+from pytest_smallmodel.common.version import __version__
 
 CACHE_FORMAT_VERSION = 2
 _RUNTIME_DIR = "runtime"

@@ -1,8 +1,8 @@
-"""What a golden holds, independent of the file format: a ``GoldenRecord`` per kind of result.
+"""What a golden holds, independent of the file format: one ``GoldenRecord`` for every kind.
 
-``record_of`` turns a live result (a ``Generation``, ``Label``, extraction, ``Embedding``) or a
-plain value into the record a golden file would store; ``golden_format.py`` reads and writes
-records, ``drift.py`` compares them.
+Each kind's module in ``goldens/kinds/`` fills the fields its kind uses (``goldens.kinds.record_of``
+turns a live result or a plain value into the record a golden file would store);
+``file_format`` reads and writes records, ``drift/`` compares them.
 """
 
 from __future__ import annotations
@@ -11,23 +11,21 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pytest_smallmodel.common.results import (
-    Embedding,
-    ExtractedDict,
-    ExtractedList,
-    Generation,
-    Label,
-    Step,
-    TokenLogprob,
-)
+if TYPE_CHECKING:  # a record holds steps; the kinds (goldens/kinds/) build them
+    from pytest_smallmodel.common.results import Provenance, Step
 
 # Logprobs are stored rounded: enough for reports, and it keeps goldens short and stable.
 LOGPROB_DECIMALS = 4
 SHORT_SHA_LENGTH = 7
+# Golden files and pending results alike.
+GOLDEN_SUFFIX = ".json"
+# What ran a model, for goldens written before their fingerprint said (common/fingerprint.py).
+DEFAULT_ENGINE = "llama-cpp-python"
 
-GoldenKind = Literal["generation", "extraction", "label", "embedding", "text", "value"]
+# A key of ``goldens.kinds.FORMATS`` (and of ``drift.kinds.KINDS``): the registries say which.
+GoldenKind = str
 
 
 @dataclass(frozen=True)
@@ -52,6 +50,19 @@ class GoldenRecord:
     def model_ref(self) -> str:
         return model_ref(self.model, self.sha256)
 
+    @property
+    def prompt_source(self) -> Any:
+        """What a stored chat or prompt request is sent again from: its messages, else its
+        prompt."""
+        request = self.request or {}
+        messages = request.get("messages")
+        return messages if messages is not None else request.get("prompt", "")
+
+    @property
+    def engine(self) -> Any:
+        """What ran the model (``llama-cpp-python``, ``llama-server``, ``openai``)."""
+        return (self.fingerprint or {}).get("engine", DEFAULT_ENGINE)
+
 
 def model_ref(name: str | None, sha256: str | None) -> str:
     return f"{name or '?'}@{(sha256 or '?')[:SHORT_SHA_LENGTH]}"
@@ -64,18 +75,19 @@ def round_logprob(value: float) -> float:
     return 0.0 if rounded == 0 else rounded  # no "-0.0" in goldens
 
 
-def _json_normal(value: Any) -> Any:
+def json_normal(value: Any) -> Any:
     """The value as read back from a JSON file (tuples become lists): comparisons stay fair."""
     return json.loads(json.dumps(value, ensure_ascii=False, allow_nan=False))
 
 
-def _rounded_step(step: Step) -> Step:
-    return Step(
-        step.token,
-        step.text,
-        round_logprob(step.logprob),
-        tuple(TokenLogprob(t.token, t.text, round_logprob(t.logprob)) for t in step.top),
-    )
+def provenance_fields(provenance: Provenance) -> dict[str, Any]:
+    """The fields every model result's record has: which model, asked what, under what."""
+    return {
+        "model": provenance.model,
+        "sha256": provenance.sha256,
+        "request": json_normal(provenance.request.as_record()),
+        "fingerprint": json_normal(provenance.fingerprint),
+    }
 
 
 def check_plain(value: Any, where: str = "value") -> None:
@@ -102,65 +114,3 @@ def check_plain(value: Any, where: str = "value") -> None:
         f"golden cannot store {where} of type {type(value).__name__}: assert a model result, "
         "or a str, number, bool, None, list or dict of those"
     )
-
-
-def record_of(value: object) -> GoldenRecord:
-    """The golden record a live result (or a plain value) would be stored as."""
-    if isinstance(value, ExtractedDict | ExtractedList):
-        return _generation_record(value.generation, kind="extraction")
-    if isinstance(value, Generation):
-        return _generation_record(value, kind="generation")
-    if isinstance(value, Label):
-        provenance = value.provenance
-        labels = provenance.request.labels or tuple(value.logprobs)
-        return GoldenRecord(
-            kind="label",
-            model=provenance.model,
-            sha256=provenance.sha256,
-            request=_json_normal(provenance.request.as_record()),
-            label=value.label,
-            label_logprobs={
-                name: round_logprob(value.logprobs[name])
-                for name in labels
-                if name in value.logprobs
-            },
-            fingerprint=_json_normal(provenance.fingerprint),
-        )
-    if isinstance(value, Embedding):
-        provenance = value.provenance
-        return GoldenRecord(
-            kind="embedding",
-            model=provenance.model,
-            sha256=provenance.sha256,
-            request=_json_normal(provenance.request.as_record()),
-            vector=tuple(float(x) for x in value),
-            fingerprint=_json_normal(provenance.fingerprint),
-        )
-    if isinstance(value, str):
-        return GoldenRecord(kind="text", text=str.__str__(value))
-    check_plain(value)
-    return GoldenRecord(kind="value", value=_json_normal(value))
-
-
-def _generation_record(generation: Generation, *, kind: GoldenKind) -> GoldenRecord:
-    provenance = generation.provenance
-    return GoldenRecord(
-        kind=kind,
-        model=provenance.model,
-        sha256=provenance.sha256,
-        request=_json_normal(provenance.request.as_record()),
-        text=generation.text,
-        tokens=tuple(generation.tokens),
-        finish_reason=generation.finish_reason,
-        steps=tuple(_rounded_step(step) for step in generation.steps),
-        fingerprint=_json_normal(provenance.fingerprint),
-    )
-
-
-def generation_of(value: object) -> Generation | None:
-    """The generation behind a live result, if it has one (extractions keep theirs)."""
-    if isinstance(value, ExtractedDict | ExtractedList):
-        return value.generation
-    if isinstance(value, Generation):
-        return value
-    return None

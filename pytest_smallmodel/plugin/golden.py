@@ -36,8 +36,8 @@ from pytest_smallmodel.goldens.file_format import (
     parse_golden,
     serialize_record,
 )
+from pytest_smallmodel.goldens.kinds import record_of
 from pytest_smallmodel.goldens.pending import PendingStore
-from pytest_smallmodel.goldens.records import record_of
 from pytest_smallmodel.goldens.unused import owns_golden
 
 if TYPE_CHECKING:

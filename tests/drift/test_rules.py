@@ -33,7 +33,8 @@ from pytest_smallmodel.drift.reports import DriftLog
 from pytest_smallmodel.drift.rules import DEFAULT_TOLERANCE, DriftPolicy, compare, cosine_similarity
 from pytest_smallmodel.drift.verdict import Outcome, Verdict
 from pytest_smallmodel.engine.backend import Decoding, Forcing
-from pytest_smallmodel.goldens.records import GoldenRecord, record_of
+from pytest_smallmodel.goldens.kinds import record_of
+from pytest_smallmodel.goldens.records import GoldenRecord
 from pytest_smallmodel.plugin.golden import parse_golden, serialize_record
 
 SHA = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"

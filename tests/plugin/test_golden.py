@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
-import typing
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from pytest_smallmodel.common.results import (
 from pytest_smallmodel.drift.reports import DriftLog
 from pytest_smallmodel.drift.rules import DriftPolicy
 from pytest_smallmodel.goldens import file_format as golden_format
-from pytest_smallmodel.goldens.records import GoldenKind, record_of
+from pytest_smallmodel.goldens.kinds import FORMATS, record_of
 from pytest_smallmodel.plugin.golden import (
     FORMAT_VERSION,
     golden_extension_class,
@@ -191,7 +190,7 @@ def test_invalid_goldens_raise_golden_error_naming_file(text: str, problem: str)
 
 
 def test_every_record_kind_has_a_file_format() -> None:
-    assert set(typing.get_args(GoldenKind)) == set(golden_format._KINDS)
+    assert list(FORMATS) == golden_format.golden_schema()["properties"]["kind"]["enum"]
 
 
 def test_extension_class_is_shared_per_configuration(tmp_path: Path) -> None:

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from pytest_smallmodel import __version__
 from pytest_smallmodel.common.errors import (
     FileSystemError,
     SourceError,
     file_error,
     file_in_the_way,
 )
+from pytest_smallmodel.common.version import __version__
 from pytest_smallmodel.pins.gguf_info import GGUFFacts, read_facts, read_facts_from_stream
 from pytest_smallmodel.pins.hashing import Verification
 from pytest_smallmodel.pins.lockfile import LockedModel

@@ -1,0 +1,73 @@
+"""What a golden of each kind holds and how its part of the file reads: one module per kind.
+
+Every kind implements ``KindFormat`` and is registered once in ``FORMATS``; ``file_format``
+writes the envelope (format version, kind, model, request, fingerprint) and asks the kind for
+the rest, ``record_of`` asks each kind in turn whether it holds a live value. How a kind is
+compared, explained and replayed is its other half, ``drift/kinds/`` (the comparison's data,
+``drift.verdict``, lives above this folder). A new kind: one module here, one in
+``drift/kinds/``, a line in each registry and its part of ``golden.schema.json``
+(``tests/goldens/test_kinds.py`` checks that they agree).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from pytest_smallmodel.goldens.kinds import embedding, extraction, generation, label, text, value
+from pytest_smallmodel.goldens.records import GoldenRecord
+
+
+class KindFormat(Protocol):
+    """One kind of golden: which live values it stores, and its fields of the golden file."""
+
+    @property
+    def kind(self) -> str:
+        """The file's ``kind`` and the key in ``FORMATS``."""
+
+    @property
+    def model_result(self) -> bool:
+        """A model made it: the file names the model, the request and the fingerprint."""
+
+    def holds(self, value: object) -> bool:
+        """Whether a live value a test asserted is stored as this kind (asked in registry
+        order, so a kind may hold what a later one would too)."""
+
+    def record(self, value: object) -> GoldenRecord:
+        """The record a live value of this kind is stored as."""
+
+    def output(self, record: GoldenRecord) -> dict[str, Any]:
+        """The fields a reviewer reads first, before the format version."""
+
+    def fields(self, record: GoldenRecord) -> dict[str, Any]:
+        """A model result's own fields, between the request and the fingerprint."""
+
+    def read(self, data: Mapping[str, Any], common: Mapping[str, Any]) -> GoldenRecord:
+        """The record of a schema-valid document (``common``: model, sha256, request and
+        fingerprint as read); a ``DocumentProblem`` when two of its fields disagree."""
+
+    def consistency_problem(self, record: GoldenRecord) -> str | None:
+        """What in the record does not follow from what is compared, or None."""
+
+
+# Registry order is the order ``record_of`` asks in and the order errors list the kinds.
+FORMATS: Mapping[str, KindFormat] = {
+    kind.kind: kind
+    for kind in (
+        generation.FORMAT,
+        extraction.ExtractionFormat(generation.FORMAT),  # read and checked as a generation
+        label.FORMAT,
+        embedding.FORMAT,
+        text.FORMAT,
+        value.FORMAT,
+    )
+}
+
+
+def record_of(value: object) -> GoldenRecord:
+    """The golden record a live result (or a plain value) would be stored as."""
+    kind = next(kind for kind in FORMATS.values() if kind.holds(value))  # "value" holds all
+    return kind.record(value)
+
+
+__all__ = ["FORMATS", "KindFormat", "record_of"]
