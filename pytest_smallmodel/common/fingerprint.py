@@ -41,6 +41,16 @@ IMPLICIT_FIELDS: Mapping[str, Any] = {
     **{f"settings.{name}": value for name, value in IMPLICIT_SETTINGS.items()},
 }
 
+
+def normalized_request(request: Mapping[str, Any]) -> dict[str, Any]:
+    """A recorded request with settings recorded since it was written filled in as they were."""
+    normalized = dict(request)
+    if isinstance(normalized.get("settings"), Mapping):
+        settings = {**IMPLICIT_SETTINGS, **normalized["settings"]}
+        normalized["settings"] = dict(sorted(settings.items()))
+    return normalized
+
+
 # CPU flags that select llama.cpp/ggml kernels; the rest of /proc/cpuinfo's flags are noise here.
 _KERNEL_FLAG_RE = re.compile(
     r"^(sse\d.*|ssse3|avx.*|fma|f16c|amx.*|vnni.*|bmi2|neon|asimd.*|sve.*|sme.*|dotprod|i8mm|bf16|fp16|vsx.*)$"

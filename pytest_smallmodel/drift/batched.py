@@ -66,6 +66,18 @@ class GoldenSource:
             return None
         return found[0]
 
+    def judge(
+        self,
+        scored: Sequence[ScoredStep],
+        golden_tokens: Sequence[int],
+        *,
+        tolerance: float,
+        path: str,
+        incremental: bool = False,
+    ) -> BatchedCheck:
+        """``judge`` for the engine, which takes this source as it is handed it."""
+        return judge(scored, golden_tokens, tolerance=tolerance, path=path, incremental=incremental)
+
 
 def _in_tolerance_mode(
     golden: GoldenRecord,

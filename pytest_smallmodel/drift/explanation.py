@@ -8,6 +8,7 @@ same lines go into the terminal, the Markdown report and ``smallmodel review``.
 
 from __future__ import annotations
 
+from pytest_smallmodel.common.fingerprint import normalized_request
 from pytest_smallmodel.drift.kinds import KINDS
 from pytest_smallmodel.drift.text import (
     OUTPUT_DIFF,
@@ -149,9 +150,8 @@ def _evidence(verdict: Verdict) -> list[str]:
     if reason in (Reason.KIND_CHANGED, Reason.MODEL_CHANGED):
         return output_diff(golden, current)
     if reason is Reason.REQUEST_CHANGED:
-        from pytest_smallmodel.drift.rules import normalized_request
-
-        old, new = normalized_request(golden), normalized_request(current)
+        old = normalized_request(golden.request or {})
+        new = normalized_request(current.request or {})
         return [
             "request diff (golden -> this run):",
             *unified(pretty(old), pretty(new)),

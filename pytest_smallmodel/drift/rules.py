@@ -22,11 +22,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_smallmodel.common.fingerprint import IMPLICIT_SETTINGS, differences
+from pytest_smallmodel.common.fingerprint import differences
+from pytest_smallmodel.common.fingerprint import normalized_request as normalized_request_of
 from pytest_smallmodel.common.results import BatchedCheck, generation_of
 from pytest_smallmodel.drift.kinds import KINDS
 from pytest_smallmodel.drift.kinds.embedding import cosine_similarity
@@ -97,10 +97,7 @@ def compare(
 
 def normalized_request(record: GoldenRecord) -> dict[str, Any]:
     """The record's request with settings recorded since it was written filled in as they were."""
-    request = dict(record.request or {})
-    if isinstance(request.get("settings"), Mapping):
-        request["settings"] = dict(sorted({**IMPLICIT_SETTINGS, **request["settings"]}.items()))
-    return request
+    return normalized_request_of(record.request or {})
 
 
 def request_inputs_differ(golden: GoldenRecord, current: GoldenRecord) -> bool:

@@ -11,7 +11,7 @@ import json
 import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pytest_smallmodel.common.errors import EngineError
 from pytest_smallmodel.common.results import (
@@ -31,7 +31,6 @@ from pytest_smallmodel.common.results import (
     cut_at_stop,
 )
 from pytest_smallmodel.common.settings import EngineSettings
-from pytest_smallmodel.drift.batched import GoldenSource, judge
 from pytest_smallmodel.engine.backend import Backend, Decoding, Forcing
 from pytest_smallmodel.engine.result_cache import (
     ResultCache,
@@ -49,6 +48,9 @@ from pytest_smallmodel.evaluation.report import EvaluationReport
 from pytest_smallmodel.evaluation.run import CaseSource, as_cases, run_cases
 from pytest_smallmodel.evaluation.stats import EvaluationError
 from pytest_smallmodel.goldens.records import GoldenRecord
+
+if TYPE_CHECKING:  # the plugin hands the handle its goldens (drift/batched.py)
+    from pytest_smallmodel.drift.batched import GoldenSource
 
 Messages = Sequence[Mapping[str, Any]]
 _T = TypeVar("_T")
@@ -239,7 +241,7 @@ class ModelHandle:
             return None  # cannot be this run's output; decoding reports why
         forcing = Forcing(tuple(golden.tokens), self.settings.top_logprobs, request.schema)
         scored = self._model.verify(request.prompt_tokens, forcing, timeout=self.settings.timeout)
-        check = judge(
+        check = self.goldens.judge(
             scored,
             golden.tokens,
             tolerance=self.goldens.policy.tolerance,

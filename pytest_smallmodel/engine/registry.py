@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_smallmodel.common.errors import (
     ConfigError,
@@ -19,7 +19,6 @@ from pytest_smallmodel.common.errors import (
     SmallModelError,
 )
 from pytest_smallmodel.common.settings import EngineSettings, LoadSpec, merge_settings
-from pytest_smallmodel.drift.batched import GoldenSource
 from pytest_smallmodel.engine.handle import ModelHandle
 from pytest_smallmodel.engine.pool import ModelPool
 from pytest_smallmodel.engine.result_cache import ResultCache
@@ -28,6 +27,9 @@ from pytest_smallmodel.pins.hashing import ModelUnavailable
 from pytest_smallmodel.pins.lockfile import Lock, LockedModel, read_lock
 from pytest_smallmodel.pins.project import Project
 from pytest_smallmodel.pins.sources import pin_staleness, verify_model
+
+if TYPE_CHECKING:  # the plugin builds it (drift/batched.py)
+    from pytest_smallmodel.drift.batched import GoldenSource
 
 _REFERENCE_RE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._-]*)(?:@(?P<prefix>[0-9a-f]+))?$")
 MIN_PREFIX = 7

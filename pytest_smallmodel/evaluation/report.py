@@ -13,11 +13,13 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_smallmodel.evaluation.cases import Case, ExpectedFields, ExpectedLabel
-from pytest_smallmodel.evaluation.scoring import Verdict
 from pytest_smallmodel.evaluation.stats import Estimate, EvaluationError, Figure
+
+if TYPE_CHECKING:  # a result holds the verdict scoring gave it
+    from pytest_smallmodel.evaluation.scoring import Verdict
 
 _WORST_SHOWN = 5
 

@@ -34,9 +34,10 @@ from typing import Any
 from pytest_smallmodel.common.atomic import atomic_write_text
 from pytest_smallmodel.common.errors import GoldenError
 from pytest_smallmodel.goldens.file_format import parse_golden
+from pytest_smallmodel.goldens.records import GOLDEN_SUFFIX
 
 PENDING_FORMAT = 1
-PENDING_SUFFIX = ".json"
+PENDING_SUFFIX = GOLDEN_SUFFIX  # a pending result is a golden file beside its report
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pytest_smallmodel.goldens.pending import PENDING_SUFFIX
+from pytest_smallmodel.goldens.records import GOLDEN_SUFFIX
 
 
 def owns_golden(own_stem: str, file_stem: str) -> bool:
@@ -165,7 +165,7 @@ def _golden_files(directory: Path) -> list[Path]:
     return sorted(
         path
         for path in directory.iterdir()
-        if path.suffix == PENDING_SUFFIX and not path.name.startswith(".") and path.is_file()
+        if path.suffix == GOLDEN_SUFFIX and not path.name.startswith(".") and path.is_file()
     )
 
 

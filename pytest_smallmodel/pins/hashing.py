@@ -22,10 +22,16 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
 
 from pytest_smallmodel.common.atomic import atomic_write_text
 from pytest_smallmodel.common.errors import FileSystemError, VerificationError, file_error
+from pytest_smallmodel.pins.gguf_info import read_facts
+
+if TYPE_CHECKING:
+    from pytest_smallmodel.pins.gguf_info import GGUFFacts
+    from pytest_smallmodel.pins.lockfile import LockedModel
+    from pytest_smallmodel.pins.project import Project
 
 BLOCK_SIZE = 4 << 20
 # Below this, a progress bar would only flicker.
@@ -260,3 +266,57 @@ def verify_file(
     if actual == expected:
         return Verification(name, path, "verified", expected, actual)
     return Verification(name, path, "mismatch", expected, actual, mismatch_fix)
+
+
+# -- what every kind of source shares (pins/sources/base.Source) ---------------------------------
+
+
+class PinnedSource(Protocol):
+    """What verifying a pin asks of its kind of source (``pins.sources.base.Source``)."""
+
+    def local_path(self, project: Project, locked: LockedModel) -> Path | None: ...
+
+    def expected_path(self, project: Project, locked: LockedModel) -> Path | None: ...
+
+    def missing_fix(self, locked: LockedModel) -> str | None: ...
+
+    def mismatch_fix(self, locked: LockedModel) -> str | None: ...
+
+
+def verify_pin(
+    source: PinnedSource,
+    project: Project,
+    locked: LockedModel,
+    *,
+    full: bool = False,
+    progress: bool = False,
+) -> Verification:
+    """Check the local file of a pin against it, using the stat cache unless ``full``."""
+    path = source.local_path(project, locked) or source.expected_path(project, locked)
+    return verify_file(
+        locked.name,
+        path,
+        locked.sha256,
+        project.cache_dir,
+        full=full,
+        progress=progress,
+        missing_fix=source.missing_fix(locked),
+        mismatch_fix=source.mismatch_fix(locked),
+    )
+
+
+def hash_local(project: Project, path: Path, progress: bool) -> tuple[str, int, GGUFFacts]:
+    """sha256 (stat cache), size and GGUF facts of a file on this machine."""
+    facts = read_facts(path)
+    sha256 = hash_with_cache(path, StatCache(project.cache_dir), progress=progress)
+    return sha256, path.stat().st_size, facts
+
+
+def downloaded_mismatch(result: Verification) -> Verification:
+    """A fresh download that does not match its pin (it was deleted): the source changed."""
+    fix = (
+        "The downloaded file did not match the pin and was deleted. The source now serves "
+        f"different bytes: if that is intended, run `smallmodel lock --upgrade {result.name}` "
+        "and commit models.lock; otherwise retry later or check the source."
+    )
+    return Verification(result.name, result.path, "mismatch", result.expected, result.actual, fix)

@@ -18,11 +18,14 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_smallmodel.common.atomic import atomic_write_text
 from pytest_smallmodel.common.errors import LockError, file_error
 from pytest_smallmodel.pins.source_specs import SOURCE_SPECS, SourceSpec
+
+if TYPE_CHECKING:
+    from pytest_smallmodel.pins.gguf_info import GGUFFacts
 
 LOCK_VERSION = 1
 LOCK_HEADER = (
@@ -244,3 +247,19 @@ def write_lock(path: Path, lock: Lock) -> None:
     # Validate what we write with the same schema we read with, so a bug cannot commit a bad lock.
     parse_lock(text, Path(path))
     atomic_write_text(Path(path), text)
+
+
+def make_pin(
+    name: str, sha256: str, size: int, source: Mapping[str, str], facts: GGUFFacts
+) -> LockedModel:
+    """A kind of source's pin of a file: what it resolved, with the file's GGUF facts."""
+    return LockedModel(
+        name=name,
+        sha256=sha256,
+        size=size,
+        source=MappingProxyType(dict(source)),
+        architecture=facts.architecture,
+        file_type=facts.file_type,
+        context_length=facts.context_length,
+        chat_template_sha256=facts.chat_template_sha256,
+    )

@@ -4,7 +4,7 @@ Every kind implements ``GoldenKindHandler`` and is registered once in ``KINDS`` 
 in the same order, as ``goldens.kinds.FORMATS``, its file half). ``drift.rules`` runs the shared
 check (kind, model, request, fingerprint: the mode) and hands it to the kind's ``compare``;
 ``drift.explanation`` words the shared reasons and asks the kind for the rest; ``smallmodel
-compare`` replays a stored request through the kind. ``tests/goldens/test_kinds.py`` checks the
+compare`` replays a stored request through the kind. ``tests/goldens/test_golden_kinds.py`` checks the
 registries and ``golden.schema.json`` agree.
 """
 

@@ -51,6 +51,7 @@ from pytest_smallmodel.engine.served.process import (
     launch,
     server_libraries,
 )
+from pytest_smallmodel.engine.worker.parent import WorkerModel
 
 # Added to a final end-of-generation token's logit so that the sampler picks it: far above any
 # logit gap, finite so that llama.cpp's JSON accepts it.
@@ -121,7 +122,7 @@ class LlamaServerModel(ServedModel):
     )
 
     def __init__(self, spec: LoadSpec, *, server: str | None) -> None:
-        super().__init__(spec)
+        super().__init__(spec, WorkerModel(spec, defer_weights=True))
         settings = spec.settings
         self.remote = server
         self.stats.identity_unverified = server is not None

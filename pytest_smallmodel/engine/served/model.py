@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_smallmodel.common.errors import EngineError
 from pytest_smallmodel.common.results import FinishReason, Step, Timings
 from pytest_smallmodel.common.settings import LoadSpec
 from pytest_smallmodel.engine.backend import Loaded, ModelInfo
-from pytest_smallmodel.engine.worker.parent import WorkerModel
 from pytest_smallmodel.pins.gguf_info import read_facts
+
+if TYPE_CHECKING:
+    from pytest_smallmodel.engine.worker.parent import WorkerModel
 
 
 class IdentityMismatch(EngineError):
@@ -28,9 +30,11 @@ class ServedModel(Loaded):
 
     info: ModelInfo  # set by the subclass once the server has described itself
 
-    def __init__(self, spec: LoadSpec) -> None:
+    def __init__(self, spec: LoadSpec, vocab: WorkerModel) -> None:
         super().__init__(spec)
-        self._vocab = WorkerModel(spec, defer_weights=True)
+        # The pinned file's tokenizer and chat template, in an engine worker without weights
+        # (the backend module starts it: what it shares here only needs its vocabulary).
+        self._vocab = vocab
         # Every call needs the vocabulary: start its worker now, and count it in the summary.
         self._vocab.info  # noqa: B018 - the property starts the worker
         self.stats.worker_starts = self._vocab.stats.worker_starts

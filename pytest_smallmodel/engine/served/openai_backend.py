@@ -25,6 +25,7 @@ from pytest_smallmodel.engine.backend import Capabilities, Decoding, Forcing
 from pytest_smallmodel.engine.crash import crashed_server_hint
 from pytest_smallmodel.engine.served.api import ServerAPI, ServerError
 from pytest_smallmodel.engine.served.model import ServedModel, logprob
+from pytest_smallmodel.engine.worker.parent import WorkerModel
 
 NO_TEACHER_FORCING = (
     "api = 'openai' cannot teacher-force (the OpenAI API scores no given tokens): a golden "
@@ -46,7 +47,7 @@ class OpenAIModel(ServedModel):
     )
 
     def __init__(self, spec: LoadSpec, *, server: str) -> None:
-        super().__init__(spec)
+        super().__init__(spec, WorkerModel(spec, defer_weights=True))
         settings = spec.settings
         self.stats.identity_unverified = True
         self.api = ServerAPI(

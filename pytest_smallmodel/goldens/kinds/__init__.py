@@ -6,7 +6,7 @@ the rest, ``record_of`` asks each kind in turn whether it holds a live value. Ho
 compared, explained and replayed is its other half, ``drift/kinds/`` (the comparison's data,
 ``drift.verdict``, lives above this folder). A new kind: one module here, one in
 ``drift/kinds/``, a line in each registry and its part of ``golden.schema.json``
-(``tests/goldens/test_kinds.py`` checks that they agree).
+(``tests/goldens/test_golden_kinds.py`` checks that they agree).
 """
 
 from __future__ import annotations

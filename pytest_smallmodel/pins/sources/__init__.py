@@ -13,7 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from pytest_smallmodel.pins.chat_template import pin_template, template_change
-from pytest_smallmodel.pins.hashing import Verification
+from pytest_smallmodel.pins.hashing import Verification, verify_pin
 from pytest_smallmodel.pins.lockfile import LockedModel
 from pytest_smallmodel.pins.project import ModelSpec, Project
 from pytest_smallmodel.pins.sources.base import Source
@@ -100,7 +100,7 @@ def verify_model(
     project: Project, locked: LockedModel, *, full: bool = False, progress: bool = False
 ) -> Verification:
     """Check the local file against its pin, using the stat cache unless ``full``."""
-    return source_of(locked.kind).verify(project, locked, full=full, progress=progress)
+    return verify_pin(source_of(locked.kind), project, locked, full=full, progress=progress)
 
 
 def pull_model(project: Project, locked: LockedModel, *, progress: bool = False) -> Verification:
@@ -110,7 +110,7 @@ def pull_model(project: Project, locked: LockedModel, *, progress: bool = False)
     raises SourceError when the source cannot be reached.
     """
     source = source_of(locked.kind)
-    current = source.verify(project, locked, progress=progress)
+    current = verify_pin(source, project, locked, progress=progress)
     if current.ok:
         return current
     return source.fetch(project, locked, current, progress=progress)

@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from pathlib import Path
-from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pytest_smallmodel.pins.gguf_info import GGUFFacts, read_facts
-from pytest_smallmodel.pins.hashing import StatCache, Verification, hash_with_cache, verify_file
-from pytest_smallmodel.pins.lockfile import LockedModel
-from pytest_smallmodel.pins.project import ModelSpec, Project
-from pytest_smallmodel.pins.source_specs import SourceSpec
+# The interface names these; what the kinds share that needs them at run time lives with them:
+# ``hashing.verify_pin``, ``hashing.hash_local``, ``hashing.downloaded_mismatch``,
+# ``lockfile.make_pin``. So a kind's module stands one floor above them, not two.
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from pytest_smallmodel.pins.hashing import Verification
+    from pytest_smallmodel.pins.lockfile import LockedModel
+    from pytest_smallmodel.pins.project import ModelSpec, Project
+    from pytest_smallmodel.pins.source_specs import SourceSpec
 
 # Seconds without progress before a network call is abandoned; tests lower it.
 HTTP_TIMEOUT_S = 30.0
@@ -74,54 +76,6 @@ class Source(ABC):
         """Where the pinned file is on this machine, or None when it is not present."""
         candidate = self.candidate_path(project, locked)
         return candidate if candidate is not None and candidate.is_file() else None
-
-    def verify(
-        self, project: Project, locked: LockedModel, *, full: bool = False, progress: bool = False
-    ) -> Verification:
-        """Check the local file against its pin, using the stat cache unless ``full``."""
-        path = self.local_path(project, locked) or self.expected_path(project, locked)
-        return verify_file(
-            locked.name,
-            path,
-            locked.sha256,
-            project.cache_dir,
-            full=full,
-            progress=progress,
-            missing_fix=self.missing_fix(locked),
-            mismatch_fix=self.mismatch_fix(locked),
-        )
-
-
-def make_pin(
-    name: str, sha256: str, size: int, source: Mapping[str, str], facts: GGUFFacts
-) -> LockedModel:
-    return LockedModel(
-        name=name,
-        sha256=sha256,
-        size=size,
-        source=MappingProxyType(dict(source)),
-        architecture=facts.architecture,
-        file_type=facts.file_type,
-        context_length=facts.context_length,
-        chat_template_sha256=facts.chat_template_sha256,
-    )
-
-
-def hash_local(project: Project, path: Path, progress: bool) -> tuple[str, int, GGUFFacts]:
-    """sha256 (stat cache), size and GGUF facts of a file on this machine."""
-    facts = read_facts(path)
-    sha256 = hash_with_cache(path, StatCache(project.cache_dir), progress=progress)
-    return sha256, path.stat().st_size, facts
-
-
-def downloaded_mismatch(result: Verification) -> Verification:
-    """A fresh download that does not match its pin (it was deleted): the source changed."""
-    fix = (
-        "The downloaded file did not match the pin and was deleted. The source now serves "
-        f"different bytes: if that is intended, run `smallmodel lock --upgrade {result.name}` "
-        "and commit models.lock; otherwise retry later or check the source."
-    )
-    return Verification(result.name, result.path, "mismatch", result.expected, result.actual, fix)
 
 
 def quiet_tqdm_class() -> type[Any]:

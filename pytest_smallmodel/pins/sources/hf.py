@@ -30,16 +30,14 @@ from pytest_smallmodel.common.errors import (
 )
 from pytest_smallmodel.common.version import __version__
 from pytest_smallmodel.pins.gguf_info import GGUFFacts, read_facts, read_facts_from_stream
-from pytest_smallmodel.pins.hashing import Verification
-from pytest_smallmodel.pins.lockfile import LockedModel
+from pytest_smallmodel.pins.hashing import Verification, downloaded_mismatch, verify_pin
+from pytest_smallmodel.pins.lockfile import LockedModel, make_pin
 from pytest_smallmodel.pins.project import ModelSpec, Project
 from pytest_smallmodel.pins.source_specs import DEFAULT_HF_REVISION, HuggingFaceSpec, is_glob
 from pytest_smallmodel.pins.sources import base
 from pytest_smallmodel.pins.sources.base import (
     USER_AGENT,
     Source,
-    downloaded_mismatch,
-    make_pin,
     progress_enabled,
     quiet_tqdm_class,
 )
@@ -62,12 +60,12 @@ class HuggingFaceSource(Source):
             _discard(current.path)
         resumed = _resume_hf_download(locked, progress=progress)
         path = _download_hf(locked, progress=progress)
-        result = self.verify(project, locked, full=True, progress=progress)
+        result = verify_pin(self, project, locked, full=True, progress=progress)
         if not result.ok and resumed:
             # The leftover was not a prefix of this file after all: download it whole.
             _discard(path)
             path = _download_hf(locked, progress=progress)
-            result = self.verify(project, locked, full=True, progress=progress)
+            result = verify_pin(self, project, locked, full=True, progress=progress)
         if not result.ok:
             _discard(path)
             return downloaded_mismatch(result)

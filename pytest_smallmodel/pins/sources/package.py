@@ -6,10 +6,11 @@ import importlib.metadata
 from pathlib import Path
 
 from pytest_smallmodel.common.errors import SourceError
-from pytest_smallmodel.pins.lockfile import LockedModel
+from pytest_smallmodel.pins.hashing import hash_local
+from pytest_smallmodel.pins.lockfile import LockedModel, make_pin
 from pytest_smallmodel.pins.project import ModelSpec, Project
 from pytest_smallmodel.pins.source_specs import PackageSpec
-from pytest_smallmodel.pins.sources.base import Source, hash_local, make_pin
+from pytest_smallmodel.pins.sources.base import Source
 
 
 class PackageSource(Source):

@@ -25,19 +25,15 @@ from pytest_smallmodel.pins.hashing import (
     FileIdentity,
     StatCache,
     Verification,
+    downloaded_mismatch,
     progress_bar,
+    verify_pin,
 )
-from pytest_smallmodel.pins.lockfile import LockedModel
+from pytest_smallmodel.pins.lockfile import LockedModel, make_pin
 from pytest_smallmodel.pins.project import ModelSpec, Project
 from pytest_smallmodel.pins.source_specs import UrlSpec
 from pytest_smallmodel.pins.sources import base
-from pytest_smallmodel.pins.sources.base import (
-    USER_AGENT,
-    Source,
-    downloaded_mismatch,
-    make_pin,
-    progress_enabled,
-)
+from pytest_smallmodel.pins.sources.base import USER_AGENT, Source, progress_enabled
 
 _SAFE_NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -71,7 +67,7 @@ class UrlSource(Source):
             return downloaded_mismatch(
                 Verification(locked.name, target, "mismatch", locked.sha256, download.sha256)
             )
-        return self.verify(project, locked)
+        return verify_pin(self, project, locked)
 
 
 def url_cache_path(project: Project, url: str) -> Path:
