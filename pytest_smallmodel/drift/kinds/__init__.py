@@ -4,8 +4,8 @@ Every kind implements ``GoldenKindHandler`` and is registered once in ``KINDS`` 
 in the same order, as ``goldens.kinds.FORMATS``, its file half). ``drift.rules`` runs the shared
 check (kind, model, request, fingerprint: the mode) and hands it to the kind's ``compare``;
 ``drift.explanation`` words the shared reasons and asks the kind for the rest; ``smallmodel
-compare`` replays a stored request through the kind. ``tests/goldens/test_golden_kinds.py`` checks the
-registries and ``golden.schema.json`` agree.
+compare`` replays a stored request through the kind (``replay_request``).
+``tests/goldens/test_golden_kinds.py`` checks the registries and ``golden.schema.json`` agree.
 """
 
 from __future__ import annotations
