@@ -37,82 +37,6 @@ from pytest_smallmodel.goldens.records import GoldenRecord
 GoldenLoader = Callable[[], Sequence[tuple[str, GoldenRecord]]]
 
 
-@dataclass
-class GoldenSource:
-    """The running test's goldens (read once, on first use) and the session's drift policy."""
-
-    load: GoldenLoader
-    policy: DriftPolicy
-    _records: Sequence[tuple[str, GoldenRecord]] | None = field(default=None, repr=False)
-
-    def records(self) -> Sequence[tuple[str, GoldenRecord]]:
-        if self._records is None:
-            self._records = self.load()
-        return self._records
-
-    def candidate(
-        self, *, model: str, sha256: str, request: Request, fingerprint: Mapping[str, Any]
-    ) -> tuple[str, GoldenRecord] | None:
-        """The golden this request will be compared with in tolerance mode, if exactly one
-        token sequence qualifies (two goldens of one request that disagree: decode instead)."""
-        if self.policy.strict:
-            return None
-        found = [
-            (path, golden)
-            for path, golden in self.records()
-            if _in_tolerance_mode(golden, path, model, sha256, request, fingerprint, self.policy)
-        ]
-        if len({golden.tokens for _, golden in found}) != 1:
-            return None
-        return found[0]
-
-    def judge(
-        self,
-        scored: Sequence[ScoredStep],
-        golden_tokens: Sequence[int],
-        *,
-        tolerance: float,
-        path: str,
-        incremental: bool = False,
-    ) -> BatchedCheck:
-        """``judge`` for the engine, which takes this source as it is handed it."""
-        return judge(scored, golden_tokens, tolerance=tolerance, path=path, incremental=incremental)
-
-
-def _in_tolerance_mode(
-    golden: GoldenRecord,
-    path: str,
-    model: str,
-    sha256: str,
-    request: Request,
-    fingerprint: Mapping[str, Any],
-    policy: DriftPolicy,
-) -> bool:
-    """Whether comparing a result of ``request`` with ``golden`` would apply rule 4.
-
-    Asks ``compare`` with an empty result of this request: with the same model and request and
-    a changed fingerprint it reports drift that needs teacher forcing (and names the changed
-    fields); any other rule gives another outcome or no changed fields.
-    """
-    if not golden.tokens:
-        return False
-    if golden.sha256 != sha256 or (golden.request or {}).get("kind") != request.kind:
-        return False
-    empty = Generation(
-        "",
-        tokens=(),
-        steps=(),
-        finish_reason="length",
-        timings=Timings(0.0, 0.0, 0),
-        provenance=Provenance(model, sha256, request, fingerprint),
-    )
-    live = KINDS[golden.kind].forced_result(empty)
-    if live is None:  # not compared token by token
-        return False
-    verdict = compare(golden, live, policy=policy, golden_path=path)
-    return verdict.outcome is Outcome.DRIFT and bool(verdict.changed)
-
-
 def judge(
     scored: Sequence[ScoredStep],
     golden_tokens: Sequence[int],
@@ -150,3 +74,69 @@ def judge(
         problem=problem,
         incremental=incremental,
     )
+
+
+@dataclass
+class GoldenSource:
+    """The running test's goldens (read once, on first use) and the session's drift policy."""
+
+    load: GoldenLoader
+    policy: DriftPolicy
+    _records: Sequence[tuple[str, GoldenRecord]] | None = field(default=None, repr=False)
+    # The engine judges its batched pass through the source it is handed (it imports no drift).
+    judge = staticmethod(judge)
+
+    def records(self) -> Sequence[tuple[str, GoldenRecord]]:
+        if self._records is None:
+            self._records = self.load()
+        return self._records
+
+    def candidate(
+        self, *, model: str, sha256: str, request: Request, fingerprint: Mapping[str, Any]
+    ) -> tuple[str, GoldenRecord] | None:
+        """The golden this request will be compared with in tolerance mode, if exactly one
+        token sequence qualifies (two goldens of one request that disagree: decode instead)."""
+        if self.policy.strict:
+            return None
+        found = [
+            (path, golden)
+            for path, golden in self.records()
+            if _in_tolerance_mode(golden, path, model, sha256, request, fingerprint, self.policy)
+        ]
+        if len({golden.tokens for _, golden in found}) != 1:
+            return None
+        return found[0]
+
+
+def _in_tolerance_mode(
+    golden: GoldenRecord,
+    path: str,
+    model: str,
+    sha256: str,
+    request: Request,
+    fingerprint: Mapping[str, Any],
+    policy: DriftPolicy,
+) -> bool:
+    """Whether comparing a result of ``request`` with ``golden`` would apply rule 4.
+
+    Asks ``compare`` with an empty result of this request: with the same model and request and
+    a changed fingerprint it reports drift that needs teacher forcing (and names the changed
+    fields); any other rule gives another outcome or no changed fields.
+    """
+    if not golden.tokens:
+        return False
+    if golden.sha256 != sha256 or (golden.request or {}).get("kind") != request.kind:
+        return False
+    empty = Generation(
+        "",
+        tokens=(),
+        steps=(),
+        finish_reason="length",
+        timings=Timings(0.0, 0.0, 0),
+        provenance=Provenance(model, sha256, request, fingerprint),
+    )
+    live = KINDS[golden.kind].forced_result(empty)
+    if live is None:  # not compared token by token
+        return False
+    verdict = compare(golden, live, policy=policy, golden_path=path)
+    return verdict.outcome is Outcome.DRIFT and bool(verdict.changed)

@@ -56,16 +56,14 @@ class GoldenKindHandler(Protocol):
         """Send the stored request (one of ``requests``) to ``model`` again; the live result."""
 
 
+# The order of goldens.kinds.FORMATS.
 KINDS: Mapping[str, GoldenKindHandler] = {
-    kind.kind: kind
-    for kind in (
-        generation.KIND,
-        extraction.ExtractionKind(generation.KIND),  # judged as the generation it is
-        label.KIND,
-        embedding.KIND,
-        text.KIND,
-        value.KIND,
-    )
+    "generation": generation.KIND,
+    "extraction": extraction.ExtractionKind(generation.KIND),  # judged as the generation it is
+    "label": label.KIND,
+    "embedding": embedding.KIND,
+    "text": text.KIND,
+    "value": value.KIND,
 }
 
 
