@@ -2,7 +2,7 @@
 
 Every kind implements ``KindFormat`` and is registered once in ``FORMATS``; ``file_format``
 writes the envelope (format version, kind, model, request, fingerprint) and asks the kind for
-the rest, ``record_of`` asks each kind in turn whether it holds a live value. How a kind is
+the rest, ``record_of`` asks each kind in turn whether it stores a live value. How a kind is
 compared, explained and replayed is its other half, ``drift/kinds/`` (the comparison's data,
 ``drift.verdict``, lives above this folder). A new kind: one module here, one in
 ``drift/kinds/``, a line in each registry and its part of ``golden.schema.json``
@@ -29,11 +29,12 @@ class KindFormat(Protocol):
     def model_result(self) -> bool:
         """A model made it: the file names the model, the request and the fingerprint."""
 
-    def holds(self, value: object) -> bool:
-        """Whether a live value a test asserted is stored as this kind (asked in registry
-        order, so a kind may hold what a later one would too)."""
+    @property
+    def stores(self) -> tuple[type, ...]:
+        """The live values a test asserted that it stores (asked in registry order, so a kind
+        may take what a later one would too)."""
 
-    def record(self, value: object) -> GoldenRecord:
+    def record(self, value: Any) -> GoldenRecord:
         """The record a live value of this kind is stored as."""
 
     def output(self, record: GoldenRecord) -> dict[str, Any]:
@@ -66,7 +67,7 @@ FORMATS: Mapping[str, KindFormat] = {
 
 def record_of(value: object) -> GoldenRecord:
     """The golden record a live result (or a plain value) would be stored as."""
-    kind = next(kind for kind in FORMATS.values() if kind.holds(value))  # "value" holds all
+    kind = next(kind for kind in FORMATS.values() if isinstance(value, kind.stores))
     return kind.record(value)
 
 

@@ -13,12 +13,9 @@ from pytest_smallmodel.goldens.records import GoldenRecord, provenance_fields
 class EmbeddingFormat:
     kind = "embedding"
     model_result = True
+    stores = (Embedding,)
 
-    def holds(self, value: object) -> bool:
-        return isinstance(value, Embedding)
-
-    def record(self, value: object) -> GoldenRecord:
-        assert isinstance(value, Embedding)
+    def record(self, value: Embedding) -> GoldenRecord:
         return GoldenRecord(
             kind=self.kind,
             vector=tuple(float(x) for x in value),

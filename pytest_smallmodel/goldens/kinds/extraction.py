@@ -22,15 +22,12 @@ if TYPE_CHECKING:
 class ExtractionFormat:
     kind = "extraction"
     model_result = True
+    stores = (ExtractedDict, ExtractedList)
 
     def __init__(self, generation: GenerationFormat) -> None:
         self._generation = generation
 
-    def holds(self, value: object) -> bool:
-        return isinstance(value, ExtractedDict | ExtractedList)
-
-    def record(self, value: object) -> GoldenRecord:
-        assert isinstance(value, ExtractedDict | ExtractedList)
+    def record(self, value: ExtractedDict | ExtractedList) -> GoldenRecord:
         return self._generation.record_of_generation(value.generation, kind=self.kind)
 
     def output(self, record: GoldenRecord) -> dict[str, Any]:

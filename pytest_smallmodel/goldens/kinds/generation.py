@@ -32,12 +32,9 @@ _CONTROL_PIECE_RE = re.compile(r"^<[^<>\s]+>$")
 class GenerationFormat:
     kind = "generation"
     model_result = True
+    stores = (Generation,)
 
-    def holds(self, value: object) -> bool:
-        return isinstance(value, Generation)
-
-    def record(self, value: object) -> GoldenRecord:
-        assert isinstance(value, Generation)
+    def record(self, value: Generation) -> GoldenRecord:
         return self.record_of_generation(value, kind=self.kind)
 
     def record_of_generation(self, generation: Generation, *, kind: str) -> GoldenRecord:

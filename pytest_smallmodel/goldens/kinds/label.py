@@ -25,12 +25,9 @@ _ROUNDING_SLACK = 2 * 10.0**-LOGPROB_DECIMALS
 class LabelFormat:
     kind = "label"
     model_result = True
+    stores = (Label,)
 
-    def holds(self, value: object) -> bool:
-        return isinstance(value, Label)
-
-    def record(self, value: object) -> GoldenRecord:
-        assert isinstance(value, Label)
+    def record(self, value: Label) -> GoldenRecord:
         labels = value.provenance.request.labels or tuple(value.logprobs)
         return GoldenRecord(
             kind=self.kind,

@@ -12,13 +12,9 @@ from pytest_smallmodel.goldens.records import GoldenRecord
 class TextFormat:
     kind = "text"
     model_result = False
+    stores = (str,)  # after the model results: a Generation and a Label are strings too
 
-    def holds(self, value: object) -> bool:
-        # After the model results: a Generation and a Label are strings too.
-        return isinstance(value, str)
-
-    def record(self, value: object) -> GoldenRecord:
-        assert isinstance(value, str)
+    def record(self, value: str) -> GoldenRecord:
         return GoldenRecord(kind=self.kind, text=str.__str__(value))
 
     def output(self, record: GoldenRecord) -> dict[str, Any]:

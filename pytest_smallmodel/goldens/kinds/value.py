@@ -14,11 +14,9 @@ from pytest_smallmodel.goldens.records import GoldenRecord, check_plain, json_no
 class ValueFormat:
     kind = "value"
     model_result = False
+    stores = (object,)  # last: whatever no other kind stores
 
-    def holds(self, value: object) -> bool:
-        return True
-
-    def record(self, value: object) -> GoldenRecord:
+    def record(self, value: Any) -> GoldenRecord:
         check_plain(value)
         return GoldenRecord(kind=self.kind, value=json_normal(value))
 
