@@ -182,6 +182,8 @@ def explain(verdict: Verdict) -> list[str]:
             f"failed ({check.describe()})"
         )
     lines += _evidence(verdict)
+    if verdict.divergence is None and verdict.reason is not Reason.REQUEST_CHANGED:
+        lines += agreement_lines(verdict)
     if verdict.changed:
         lines += ["fingerprint fields that changed (golden -> this run):"]
         lines += [f"  {change.describe()}" for change in verdict.changed]
@@ -328,6 +330,7 @@ def _divergence_lines(verdict: Verdict) -> list[str]:
         lines.append(f"  top-5 at step {step}, golden run: {_top_line(golden_step.top)}")
     if verdict.forcing is not None:
         lines += _forcing_lines(verdict)
+    lines += agreement_lines(verdict)
     lines += ["text diff (golden -> this run):", *unified_text(golden.text, current.text)]
     if golden.kind == "extraction":
         lines += structured_lines(golden, current)
@@ -352,6 +355,38 @@ def _forcing_lines(verdict: Verdict) -> list[str]:
     if len(above) > _WORST_STEPS_SHOWN:
         lines.append(f"  ... and {len(above) - _WORST_STEPS_SHOWN} more")
     return lines
+
+
+def agreement_lines(verdict: Verdict) -> list[str]:
+    """The top-k agreement next to the margins, unless the run is plainly identical."""
+    if verdict.agreement is None or (verdict.reason is Reason.IDENTICAL and not verdict.changed):
+        return []
+    return [agreement_summary(verdict.agreement.to_dict())]
+
+
+def agreement_summary(data: Mapping[str, Any]) -> str:
+    """One line from ``TopKAgreement.to_dict`` (the JSON form, so that the Markdown report,
+    which keeps verdicts as data, words it the same way)."""
+    steps = int(data["steps_compared"])
+    agreeing = int(data["top_agreeing_steps"])
+    line = (
+        f"top-k agreement with the golden at the same contexts ({steps} step(s)): KL over the "
+        f"shared top-k support mean {_kl(data['mean_kl'])}, max {_kl(data['max_kl'])}"
+        + (f" at step {data['max_kl_step']}" if data.get("max_kl_step") is not None else "")
+        + f"; top token agrees on {agreeing} of {steps} ({agreeing / max(steps, 1):.1%})"
+    )
+    at = data.get("at_divergence")
+    if at is not None:
+        line += (
+            f"; at the first divergent step {at['step']}: KL {_kl(at['kl'])} over "
+            f"{at['shared']} shared token(s), top token "
+            + ("agrees" if at["top_agrees"] else "differs")
+        )
+    return line
+
+
+def _kl(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 # -- shared text helpers (also used by `smallmodel compare`) ---------------------------------------

@@ -202,6 +202,7 @@ class DriftLog:
                     "",
                     f"Golden: `{entry.golden_path}`",
                     "",
+                    *_agreement_markdown(entry),
                     "<details><summary>details</summary>",
                     "",
                     _fence(entry.lines),
@@ -233,6 +234,14 @@ class DriftLog:
     def write_json(self, path: Path) -> None:
         text = json.dumps(self.json_report(), indent=2, ensure_ascii=False, allow_nan=False)
         atomic_write_text(Path(path), text + "\n")
+
+
+def _agreement_markdown(entry: LogEntry) -> list[str]:
+    """The KL and top-token agreement of a generation, in the open (not only in details)."""
+    data = (entry.verdict or {}).get("topk_agreement")
+    if not data:
+        return []
+    return [f"Top-k: {_md_escape(explanation.agreement_summary(data))}", ""]
 
 
 def _md_escape(text: str) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 
 from pytest_smallmodel.common.fingerprint import IMPLICIT_FIELDS, IMPLICIT_SETTINGS, differences
 from pytest_smallmodel.common.results import BatchedCheck, ScoredStep, TokenLogprob
+from pytest_smallmodel.drift.topk import TopKAgreement, agreement_of
 from pytest_smallmodel.drift.verdict import (
     Divergence,
     EmbeddingScores,
@@ -153,6 +154,9 @@ class _Comparison:
         return self.mode is Mode.TOLERANCE
 
     def _decide(self, outcome: Outcome, passed: bool, reason: Reason, **found: Any) -> Verdict:
+        tokens = self.golden.kind in ("generation", "extraction")
+        # Another request or kind predicts from other contexts: nothing to compare step by step.
+        same_contexts = reason not in (Reason.KIND_CHANGED, Reason.REQUEST_CHANGED)
         return Verdict(
             outcome=outcome,
             passed=passed,
@@ -165,11 +169,15 @@ class _Comparison:
             min_cosine=self.policy.embedding_min_cosine,
             changed=self.changed,
             prompt_change=self.prompt_change,
-            batched=self._batched_check()
-            if self.golden.kind in ("generation", "extraction")
-            else None,
+            batched=self._batched_check() if tokens else None,
+            agreement=self._agreement(found.get("forcing")) if tokens and same_contexts else None,
             **found,
         )
+
+    def _agreement(self, forcing: Forcing | None) -> TopKAgreement | None:
+        generation = generation_of(self.live)
+        live_steps = generation.steps if generation is not None else self.current.steps
+        return agreement_of(self.golden.steps, live_steps, forcing.steps if forcing else ())
 
     def _identical(self) -> Verdict:
         outcome = Outcome.IDENTICAL_NEW_FINGERPRINT if self.changed else Outcome.IDENTICAL

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from pytest_smallmodel.common.results import BatchedCheck, ScoredStep, Step
+from pytest_smallmodel.drift.topk import TopKAgreement
 from pytest_smallmodel.goldens.records import GoldenRecord, model_ref
 
 
@@ -201,6 +202,9 @@ class Verdict:
     # The engine's one batched teacher-forced pass over the golden tokens (tolerance mode):
     # passed, the engine returned the golden's tokens; failed, it decoded and this is why.
     batched: BatchedCheck | None = None
+    # The golden's stored top-k against this run's at the same contexts (KL over the shared
+    # support, top-token agreement): generations and extractions whose steps kept a top-k.
+    agreement: TopKAgreement | None = None
 
     @property
     def model(self) -> str | None:
@@ -260,6 +264,7 @@ class Verdict:
                 if self.batched is not None
                 else None
             ),
+            "topk_agreement": self.agreement.to_dict() if self.agreement is not None else None,
         }
 
 
