@@ -5,14 +5,16 @@ that keep the request the same in meaning (threads, batch sizes, flash attention
 batched pass against incremental decoding, llama-server) and records, per golden and variant, a
 ``Measurement``. This module turns those into decisions, as data: ``calibrate`` (the largest
 benign gap, its percentiles, the recommended tolerance, the goldens that fail today's tolerance,
-the near-ties). ``cli/calibrate.py`` renders them; nothing here prints.
+the near-ties) and ``triage`` (is a failing golden's gap within the benign spread measured here,
+or beyond it). ``cli/calibrate.py`` and the drift report render them; nothing here prints.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from pytest_smallmodel.goldens.records import GoldenRecord
@@ -205,6 +207,57 @@ def near_tie(
     return step.margin, index, tuple((t.text, t.logprob) for t in step.top)
 
 
+# -- triage of a failing golden ------------------------------------------------------------------
+
+
+class TriageLabel(StrEnum):
+    NUMERICAL = "numerical"
+    BEHAVIOURAL = "behavioural"
+    UNDECIDED = "undecided"
+
+
+@dataclass(frozen=True)
+class Triage:
+    """Whether a failing golden's departure is within the benign spread measured here."""
+
+    label: TriageLabel
+    benign_gap: float | None  # G: the largest gap of this golden under the benign variants
+    run_gap: float  # H: this run's largest gap of the golden tokens
+    step: int | None  # S: where this run departs most (None for labels)
+    variants: tuple[str, ...]  # the variants that ran
+    unavailable: tuple[str, ...] = ()  # "name: why" of those that could not
+    measurements: tuple[Measurement, ...] = field(default=(), compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label.value,
+            "benign_gap": self.benign_gap,
+            "run_gap": _finite(self.run_gap),
+            "step": self.step,
+            "variants": list(self.variants),
+            "unavailable": list(self.unavailable),
+        }
+
+
+def triage(
+    run_gap: float,
+    step: int | None,
+    measurements: Sequence[Measurement],
+    *,
+    unavailable: Sequence[str] = (),
+) -> Triage:
+    """Numerical when this run's gap H is within ``SAFETY_FACTOR`` times the largest benign gap
+    G of the same golden (the margin calibration recommends over the same noise); behavioural
+    when it departs beyond that; undecided when no variant could be measured."""
+    usable = [m for m in measurements if m.error is None]
+    variants = tuple(dict.fromkeys(m.variant for m in usable))
+    if not usable:
+        return Triage(TriageLabel.UNDECIDED, None, run_gap, step, (), tuple(unavailable))
+    benign = max(m.max_gap for m in usable)
+    label = TriageLabel.NUMERICAL if run_gap <= benign * SAFETY_FACTOR else TriageLabel.BEHAVIOURAL
+    return Triage(label, benign, run_gap, step, variants, tuple(unavailable), tuple(measurements))
+
+
 def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
@@ -215,9 +268,12 @@ __all__ = [
     "Fragile",
     "Measurement",
     "ModelCalibration",
+    "Triage",
+    "TriageLabel",
     "calibrate",
     "fragile_goldens",
     "near_tie",
     "percentile",
     "recommend",
+    "triage",
 ]

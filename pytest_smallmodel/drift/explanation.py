@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pytest_smallmodel.common.results import TokenLogprob
+from pytest_smallmodel.drift.calibration import Triage, TriageLabel
 from pytest_smallmodel.drift.verdict import Mode, PromptChange, Reason, Verdict
 from pytest_smallmodel.goldens.records import GoldenRecord
 
@@ -175,6 +176,8 @@ def explain(verdict: Verdict) -> list[str]:
         lines.append(f"mode: {_mode(verdict)}")
     if verdict.prompt_change is not None:
         lines.append(_prompt_note(verdict.prompt_change))
+    if verdict.triage is not None:
+        lines += triage_lines(verdict.triage)
     check = verdict.batched
     if check is not None and not check.passed and verdict.mode is Mode.TOLERANCE:
         lines.append(
@@ -354,6 +357,28 @@ def _forcing_lines(verdict: Verdict) -> list[str]:
         )
     if len(above) > _WORST_STEPS_SHOWN:
         lines.append(f"  ... and {len(above) - _WORST_STEPS_SHOWN} more")
+    return lines
+
+
+def triage_lines(triage: Triage) -> list[str]:
+    """What --smallmodel-triage found, in the words of docs/drift.md."""
+    where = f" at step {triage.step}" if triage.step is not None else " (label)"
+    if triage.label is TriageLabel.UNDECIDED:
+        line = "triage: undecided: no benign variant could be measured here"
+    elif triage.label is TriageLabel.NUMERICAL:
+        line = (
+            "triage: numerical: the golden's tokens are within the benign spread measured here "
+            f"(largest benign gap {triage.benign_gap:.4f}, this run's gap {triage.run_gap:.4f})"
+        )
+    else:
+        line = (
+            "triage: behavioural: stable under every benign variant, and this run departs by "
+            f"{triage.run_gap:.4f} nats{where} (largest benign gap {triage.benign_gap:.4f})"
+        )
+    lines = [line]
+    if triage.variants:
+        lines.append("  benign variants replayed: " + ", ".join(triage.variants))
+    lines += [f"  could not run here: {item}" for item in triage.unavailable]
     return lines
 
 

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from pytest_smallmodel.common.results import BatchedCheck, ScoredStep, Step
+from pytest_smallmodel.drift.calibration import Triage
 from pytest_smallmodel.drift.topk import TopKAgreement
 from pytest_smallmodel.goldens.records import GoldenRecord, model_ref
 
@@ -205,6 +206,8 @@ class Verdict:
     # The golden's stored top-k against this run's at the same contexts (KL over the shared
     # support, top-token agreement): generations and extractions whose steps kept a top-k.
     agreement: TopKAgreement | None = None
+    # --smallmodel-triage: this failure replayed under the benign runtime variants
+    triage: Triage | None = None
 
     @property
     def model(self) -> str | None:
@@ -265,6 +268,7 @@ class Verdict:
                 else None
             ),
             "topk_agreement": self.agreement.to_dict() if self.agreement is not None else None,
+            "triage": self.triage.to_dict() if self.triage is not None else None,
         }
 
 

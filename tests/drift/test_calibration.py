@@ -1,4 +1,4 @@
-"""The pure half of calibration: measured gaps -> tolerance, near-ties."""
+"""The pure half of calibration and triage: measured gaps -> tolerance, near-ties, a label."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from pytest_smallmodel.drift.calibration import (
     SAFETY_FACTOR,
     TOLERANCE_FLOOR,
     Measurement,
+    TriageLabel,
     calibrate,
     percentile,
     recommend,
+    triage,
 )
 from pytest_smallmodel.goldens.records import GoldenRecord
 
@@ -78,3 +80,16 @@ def test_calibration_summarises_gaps_fragile_goldens_and_todays_failures() -> No
     data = result.to_dict()
     assert data["recommended_tolerance"] == pytest.approx(0.8)
     assert data["fragile"][0]["step"] == 1
+
+
+def test_triage_is_numerical_within_the_benign_spread_and_behavioural_beyond() -> None:
+    benign = [
+        Measurement("g", "flash", gaps=(0.1, 0.6)),
+        Measurement("g", "threads=1", gaps=(0.0,)),
+    ]
+    inside = triage(0.6 * SAFETY_FACTOR, 3, benign)
+    assert inside.label is TriageLabel.NUMERICAL and inside.benign_gap == pytest.approx(0.6)
+    beyond = triage(0.6 * SAFETY_FACTOR + 0.01, 3, benign)
+    assert beyond.label is TriageLabel.BEHAVIOURAL and beyond.step == 3
+    assert beyond.variants == ("flash", "threads=1")
+    assert triage(5.0, 1, [Measurement("g", "flash", error="x")]).label is TriageLabel.UNDECIDED
