@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -97,9 +98,22 @@ def test_the_recommendation_follows_from_the_gaps_measured(calibration: dict[str
 
 
 def test_the_terminal_report_says_what_ran_how_long_and_what_to_do(project: Path) -> None:
-    result = run(project, "calibrate", "smollm2", "--no-server")
+    pyproject = project / "pyproject.toml"
+    before = pyproject.read_text()
+    result = run(project, "calibrate", "smollm2", "--no-server", "--write")
     assert result.exit_code == 0, result.output
     out = result.stdout
+    recommended = float(out.split("recommended tolerance: ")[1].split(" ")[0])
+    after = pyproject.read_text()
+    assert tomllib.loads(after)["tool"]["smallmodel"]["tolerance"] == pytest.approx(recommended)
+    # --write adds the key and its table, nothing else: every line of the file is still there.
+    kept = [line for line in after.splitlines() if line not in ("[tool.smallmodel]", "")]
+    assert [line for line in kept if not line.startswith("tolerance = ")] == [
+        line for line in before.splitlines() if line != ""
+    ]
+    assert f"wrote tolerance = {tomllib.loads(after)['tool']['smallmodel']['tolerance']}" in (
+        result.output
+    )
     assert "calibrated 11 golden(s) of 1 model(s) in " in out
     assert "variants measured: batched pass, incremental decoding" in out
     assert "llama-server: not asked for" in out
