@@ -57,9 +57,24 @@ def smollm2_q4_0(directory: Path) -> Path:
 
     source = smollm2_path()
     assert source is not None
-    other = directory / "smollm2-q4_0.gguf"
+    return _requantized(source, directory / "smollm2-q4_0.gguf", llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0)
+
+
+def _requantized(source: Path, target: Path, ftype: int) -> Path:
+    import llama_cpp
+
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0
+    params.ftype = ftype
     params.allow_requantize = True
-    assert llama_cpp.llama_model_quantize(str(source).encode(), str(other).encode(), params) == 0
-    return other
+    assert llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params) == 0
+    return target
+
+
+def smollm2_through_q4_0(directory: Path) -> Path:
+    """SmolLM2 requantized to Q4_0 and back to Q4_1: other weights under the pinned file's
+    file type, vocabulary and context, so that a server's own report of its model cannot tell
+    it from the pinned file (only the outputs can)."""
+    import llama_cpp
+
+    other = directory / "smollm2-via-q4_0.gguf"
+    return _requantized(smollm2_q4_0(directory), other, llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_1)

@@ -600,3 +600,67 @@ def compare_models(
         for line in report.unusable:
             click.echo(f"error: {line}", err=True)
         ctx.exit(1)
+
+
+@main.command(name="calibrate")
+@click.argument("names", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--write",
+    is_flag=True,
+    help="Write the recommended tolerance into [tool.smallmodel] (the largest over the models).",
+)
+@click.option(
+    "--no-server", is_flag=True, help="Leave llama-server out of the variants even if installed."
+)
+@click.pass_context
+def calibrate_command(
+    ctx: click.Context, names: tuple[str, ...], as_json: bool, write: bool, no_server: bool
+) -> None:
+    """Replay each model's goldens under benign runtime variants and recommend a tolerance.
+
+    The variants keep every request the same in meaning: one thread, small batches, flash
+    attention flipped, repacking flipped, incremental evaluation instead of the batched pass,
+    llama-server. The report lists fragile goldens (near-ties below the measured noise). Exit
+    1 only when nothing could be measured.
+    """
+    import sys
+
+    from pytest_smallmodel.cli import calibrate as calibration
+    from pytest_smallmodel.engine.registry import ModelRegistry
+    from pytest_smallmodel.pins.project_edit import set_smallmodel_key
+
+    project = _project(ctx)
+    _check_names(project, names)
+    bars: list[Any] = []
+
+    def progress(goldens: int) -> Any:
+        if not sys.stderr.isatty():
+            return None
+        from tqdm import tqdm
+
+        from pytest_smallmodel.engine.variants import MAX_LOADS
+
+        bar = tqdm(total=goldens * MAX_LOADS, unit="replay", file=sys.stderr, leave=False)
+        bars.append(bar)
+        return lambda: bar.update(1)
+
+    registry = ModelRegistry(project)
+    try:
+        report = calibration.run_calibration(
+            project, registry, names, progress=progress, server=not no_server
+        )
+    finally:
+        registry.close()
+        for bar in bars:
+            bar.close()
+    click.echo(calibration.to_json(report) if as_json else "\n".join(calibration.render(report)))
+    if not report.measured:
+        click.echo("error: nothing could be measured (see above)", err=True)
+        ctx.exit(1)
+    if write:
+        value = max(model.recommended for model in report.models if model.steps)
+        set_smallmodel_key(project.pyproject, "tolerance", value)
+        click.echo(
+            f"wrote tolerance = {value} to [tool.smallmodel] in {project.pyproject}", err=True
+        )

@@ -9,7 +9,9 @@ same lines go into the terminal, the Markdown report and ``smallmodel review``.
 from __future__ import annotations
 
 from pytest_smallmodel.common.fingerprint import normalized_request
+from pytest_smallmodel.drift.calibration import Triage, TriageLabel
 from pytest_smallmodel.drift.kinds import KINDS
+from pytest_smallmodel.drift.kinds.generation import agreement_lines
 from pytest_smallmodel.drift.text import (
     OUTPUT_DIFF,
     deepdiff_lines,
@@ -96,6 +98,8 @@ def explain(verdict: Verdict) -> list[str]:
         lines.append(f"mode: {_mode(verdict)}")
     if verdict.prompt_change is not None:
         lines.append(_prompt_note(verdict.prompt_change))
+    if verdict.triage is not None:
+        lines += triage_lines(verdict.triage)
     check = verdict.batched
     if check is not None and not check.passed and verdict.mode is Mode.TOLERANCE:
         lines.append(
@@ -103,6 +107,8 @@ def explain(verdict: Verdict) -> list[str]:
             f"failed ({check.describe()})"
         )
     lines += _evidence(verdict)
+    if verdict.divergence is None and verdict.reason is not Reason.REQUEST_CHANGED:
+        lines += agreement_lines(verdict)
     if verdict.changed:
         lines += ["fingerprint fields that changed (golden -> this run):"]
         lines += [f"  {change.describe()}" for change in verdict.changed]
@@ -158,6 +164,28 @@ def _evidence(verdict: Verdict) -> list[str]:
             *output_diff(golden, current),
         ]
     return KINDS[golden.kind].evidence(verdict)
+
+
+def triage_lines(triage: Triage) -> list[str]:
+    """What --smallmodel-triage found, in the words of docs/drift.md."""
+    where = f" at step {triage.step}" if triage.step is not None else " (label)"
+    if triage.label is TriageLabel.UNDECIDED:
+        line = "triage: undecided: no benign variant could be measured here"
+    elif triage.label is TriageLabel.NUMERICAL:
+        line = (
+            "triage: numerical: the golden's tokens are within the benign spread measured here "
+            f"(largest benign gap {triage.benign_gap:.4f}, this run's gap {triage.run_gap:.4f})"
+        )
+    else:
+        line = (
+            "triage: behavioural: stable under every benign variant, and this run departs by "
+            f"{triage.run_gap:.4f} nats{where} (largest benign gap {triage.benign_gap:.4f})"
+        )
+    lines = [line]
+    if triage.variants:
+        lines.append("  benign variants replayed: " + ", ".join(triage.variants))
+    lines += [f"  could not run here: {item}" for item in triage.unavailable]
+    return lines
 
 
 # -- shared text helpers (also used by `smallmodel compare`) ---------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 
 from pytest_smallmodel.common.atomic import atomic_write_text
 from pytest_smallmodel.drift import explanation
+from pytest_smallmodel.drift.text import agreement_summary
 from pytest_smallmodel.drift.verdict import FieldChange, Outcome, Verdict
 
 # The JSON report's format version (report.schema.json): bump on incompatible changes.
@@ -202,6 +203,7 @@ class DriftLog:
                     "",
                     f"Golden: `{entry.golden_path}`",
                     "",
+                    *_agreement_markdown(entry),
                     "<details><summary>details</summary>",
                     "",
                     _fence(entry.lines),
@@ -233,6 +235,14 @@ class DriftLog:
     def write_json(self, path: Path) -> None:
         text = json.dumps(self.json_report(), indent=2, ensure_ascii=False, allow_nan=False)
         atomic_write_text(Path(path), text + "\n")
+
+
+def _agreement_markdown(entry: LogEntry) -> list[str]:
+    """The KL and top-token agreement of a generation, in the open (not only in details)."""
+    data = (entry.verdict or {}).get("topk_agreement")
+    if not data:
+        return []
+    return [f"Top-k: {_md_escape(agreement_summary(data))}", ""]
 
 
 def _md_escape(text: str) -> str:

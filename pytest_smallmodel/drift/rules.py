@@ -31,8 +31,10 @@ from pytest_smallmodel.common.results import BatchedCheck, generation_of
 from pytest_smallmodel.drift.kinds import KINDS
 from pytest_smallmodel.drift.kinds.embedding import cosine_similarity
 from pytest_smallmodel.drift.kinds.generation import first_difference, logprob_of, text_problem
+from pytest_smallmodel.drift.topk import TopKAgreement, agreement_of
 from pytest_smallmodel.drift.verdict import (
     FieldChange,
+    Forcing,
     Mode,
     Outcome,
     PromptChange,
@@ -158,6 +160,8 @@ class _Comparison:
         return self.policy.embedding_min_cosine
 
     def decide(self, outcome: Outcome, passed: bool, reason: Reason, **found: Any) -> Verdict:
+        # Another request or kind predicts from other contexts: nothing to compare step by step.
+        same_contexts = reason not in (Reason.KIND_CHANGED, Reason.REQUEST_CHANGED)
         return Verdict(
             outcome=outcome,
             passed=passed,
@@ -171,8 +175,16 @@ class _Comparison:
             changed=self.changed,
             prompt_change=self.prompt_change,
             batched=self.batched_check(),
+            agreement=self._agreement(found.get("forcing")) if same_contexts else None,
             **found,
         )
+
+    def _agreement(self, forcing: Forcing | None) -> TopKAgreement | None:
+        """The golden's stored top-k against this run's at the same contexts; None for a kind
+        without token steps (its golden keeps none)."""
+        generation = generation_of(self.live)
+        live_steps = generation.steps if generation is not None else self.current.steps
+        return agreement_of(self.golden.steps, live_steps, forcing.steps if forcing else ())
 
     def identical(self) -> Verdict:
         outcome = Outcome.IDENTICAL_NEW_FINGERPRINT if self.changed else Outcome.IDENTICAL

@@ -110,3 +110,28 @@ def top_line(top: Sequence[TokenLogprob]) -> str:
 
 
 OUTPUT_DIFF = "output diff (golden -> this run):"
+
+
+def agreement_summary(data: Mapping[str, Any]) -> str:
+    """One line from ``TopKAgreement.to_dict`` (the JSON form, so that the Markdown report,
+    which keeps verdicts as data, words it the same way)."""
+    steps = int(data["steps_compared"])
+    agreeing = int(data["top_agreeing_steps"])
+    line = (
+        f"top-k agreement with the golden at the same contexts ({steps} step(s)): KL over the "
+        f"shared top-k support mean {_kl(data['mean_kl'])}, max {_kl(data['max_kl'])}"
+        + (f" at step {data['max_kl_step']}" if data.get("max_kl_step") is not None else "")
+        + f"; top token agrees on {agreeing} of {steps} ({agreeing / max(steps, 1):.1%})"
+    )
+    at = data.get("at_divergence")
+    if at is not None:
+        line += (
+            f"; at the first divergent step {at['step']}: KL {_kl(at['kl'])} over "
+            f"{at['shared']} shared token(s), top token "
+            + ("agrees" if at["top_agrees"] else "differs")
+        )
+    return line
+
+
+def _kl(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

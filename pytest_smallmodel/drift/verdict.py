@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # data only: a verdict holds these, it builds none of them
     from pytest_smallmodel.common.results import BatchedCheck, ScoredStep, Step
+    from pytest_smallmodel.drift.calibration import Triage
+    from pytest_smallmodel.drift.topk import TopKAgreement
     from pytest_smallmodel.goldens.records import GoldenRecord
 
 
@@ -202,6 +204,11 @@ class Verdict:
     # The engine's one batched teacher-forced pass over the golden tokens (tolerance mode):
     # passed, the engine returned the golden's tokens; failed, it decoded and this is why.
     batched: BatchedCheck | None = None
+    # The golden's stored top-k against this run's at the same contexts (KL over the shared
+    # support, top-token agreement): generations and extractions whose steps kept a top-k.
+    agreement: TopKAgreement | None = None
+    # --smallmodel-triage: this failure replayed under the benign runtime variants
+    triage: Triage | None = None
 
     @property
     def model(self) -> str | None:
@@ -259,6 +266,8 @@ class Verdict:
                 if self.batched is not None
                 else None
             ),
+            "topk_agreement": self.agreement.to_dict() if self.agreement is not None else None,
+            "triage": self.triage.to_dict() if self.triage is not None else None,
         }
 
 

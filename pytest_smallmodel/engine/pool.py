@@ -105,6 +105,13 @@ class ModelPool:
             self._models[key] = model
         return model
 
+    def release(self, spec: LoadSpec, *, serving: Serving | None = None) -> None:
+        """Closes and forgets the model ``get`` opened for ``spec``, if any (a replay done with
+        one load frees it before the next starts)."""
+        model = self._models.pop((*spec.load_key(), serving or Serving()), None)
+        if model is not None:
+            model.close()
+
     def __iter__(self) -> Iterator[Backend]:
         return iter(list(self._models.values()))
 

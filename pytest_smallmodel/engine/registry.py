@@ -192,5 +192,20 @@ class ModelRegistry:
         self.used[locked.name] = locked
         return ModelHandle(loaded, settings, self.result_cache, goldens=goldens)
 
+    def base_spec(self, name: str) -> LoadSpec:
+        """The verified file of locked model ``name`` with default settings: what replays
+        under other settings start from (``engine/variants.py``)."""
+        locked = self.resolve(ModelReference(name, None))
+        path = self.verified_path(locked)
+        spec = self.project.models.get(name)
+        return LoadSpec(
+            name=locked.name,
+            path=path,
+            sha256=locked.sha256,
+            settings=EngineSettings(),
+            embedding=bool(spec and spec.embedding),
+            chat_template=load_template(self.project, locked.name, locked.chat_template_file),
+        )
+
     def close(self) -> None:
         self.pool.close()

@@ -80,6 +80,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "report.schema.json; see docs/drift.md)",
     )
     group.addoption(
+        "--smallmodel-triage",
+        action="store_true",
+        default=False,
+        help="replay each failing golden under benign runtime variants and label the failure "
+        "numerical or behavioural in its report (docs/drift.md)",
+    )
+    group.addoption(
         "--smallmodel-orphans-json",
         metavar="PATH",
         default=None,

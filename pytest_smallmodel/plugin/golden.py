@@ -18,7 +18,7 @@ import hashlib
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from syrupy.assertion import SnapshotAssertion
 from syrupy.data import SnapshotCollections
@@ -57,6 +57,13 @@ _SAFE_PUNCTUATION = frozenset("-_.,=+[]()@#%&!'{}~ ")
 
 
 # -- safe names ----------------------------------------------------------------------------------
+
+
+class VerdictHook(Protocol):
+    """Rewrites a verdict before it is reported (``engine/variants.Triager``); an object, not a
+    function, so that as a class attribute it is never bound as a method."""
+
+    def __call__(self, verdict: Verdict) -> Verdict: ...
 
 
 def safe_name_part(name: str, max_bytes: int) -> str:
@@ -98,6 +105,8 @@ class GoldenExtension(SingleFileSnapshotExtension):
     policy: ClassVar[DriftPolicy] = DriftPolicy()
     log: ClassVar[DriftLog] = DriftLog()
     pending: ClassVar[PendingStore | None] = None
+    # --smallmodel-triage: labels a failing verdict before it is reported (engine/variants.Triager)
+    triage: ClassVar[VerdictHook | None] = None
 
     def __init__(self) -> None:
         # syrupy makes one extension instance per assertion object and calls read, serialize,
@@ -224,6 +233,8 @@ class GoldenExtension(SingleFileSnapshotExtension):
                 else parse_golden(str(serialized_data), path="(this run)")
             )
             self.verdict = compare(golden, live, policy=self.policy, golden_path=path)
+            if self.triage is not None:
+                self.verdict = self.triage(self.verdict)
         self.log.add(self.verdict, test=self.test_id, rewriting=self.rewriting)
         return self.verdict.passed
 
@@ -243,6 +254,7 @@ def golden_extension_class(
     policy: DriftPolicy,
     log: DriftLog,
     pending: PendingStore | None = None,
+    triage: VerdictHook | None = None,
 ) -> type[GoldenExtension]:
     """A GoldenExtension subclass configured for this session (same arguments, same class).
 
@@ -253,7 +265,7 @@ def golden_extension_class(
     golden_dir, rootdir = Path(golden_dir).resolve(), Path(rootdir).resolve()
     # One class per configuration: syrupy discovers goldens once per extension class and
     # directory, so a fresh class per test would rescan golden/ for every test.
-    cache_key = (golden_dir, rootdir, policy, id(log), id(pending))
+    cache_key = (golden_dir, rootdir, policy, id(log), id(pending), id(triage))
     cached = _CLASSES.get(cache_key)
     if cached is not None and cached.log is log and cached.pending is pending:
         return cached
@@ -270,6 +282,7 @@ def golden_extension_class(
             "policy": policy,
             "log": log,
             "pending": pending,
+            "triage": triage,
             "__module__": __name__,
             "__qualname__": name,
         },
@@ -279,7 +292,7 @@ def golden_extension_class(
     return cls
 
 
-_CLASSES: dict[tuple[Path, Path, DriftPolicy, int, int], type[GoldenExtension]] = {}
+_CLASSES: dict[tuple[Path, Path, DriftPolicy, int, int, int], type[GoldenExtension]] = {}
 
 
 class GoldenMismatch(AssertionError):

@@ -30,8 +30,10 @@ from pytest_smallmodel.drift.reports import DriftLog
 from pytest_smallmodel.drift.rules import DriftPolicy
 from pytest_smallmodel.engine.backend import ModelStats
 from pytest_smallmodel.engine.handle import ModelHandle
+from pytest_smallmodel.engine.pool import ModelPool
 from pytest_smallmodel.engine.registry import ModelReference, ModelRegistry
 from pytest_smallmodel.engine.result_cache import ResultCache
+from pytest_smallmodel.engine.variants import Triager
 from pytest_smallmodel.goldens.orphans import write_record as write_orphans
 from pytest_smallmodel.goldens.pending import PendingStore
 from pytest_smallmodel.goldens.records import GoldenRecord
@@ -80,6 +82,7 @@ class SmallModelSession:
     unused: UnusedReport | None = None
     _pending: PendingStore | None = None
     worker_pending: set[str] = field(default_factory=set)
+    _triager: Triager | None = None
 
     @property
     def project(self) -> Project:
@@ -125,7 +128,16 @@ class SmallModelSession:
             policy=self.drift_policy(),
             log=self.drift_log,
             pending=self.pending_store(),
+            triage=self.triager(),
         )
+
+    def triager(self) -> Triager | None:
+        """--smallmodel-triage: replays failing goldens under the benign variants."""
+        if not self.config.getoption("smallmodel_triage"):
+            return None
+        if self._triager is None:
+            self._triager = Triager(self.registry.base_spec, ModelPool())
+        return self._triager
 
     def pending_store(self) -> PendingStore:
         if self._pending is None:
@@ -158,6 +170,8 @@ class SmallModelSession:
             yield ModelUsage(name=model.name, short_sha=model.sha256[:8], **asdict(model.stats))
 
     def close(self) -> None:
+        if self._triager is not None:
+            self._triager.close()
         if self._registry is not None:
             self._registry.close()
 

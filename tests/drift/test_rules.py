@@ -11,8 +11,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
+from report_schema import written_report
 
 from pytest_smallmodel.common.results import (
     Embedding,
@@ -396,13 +396,7 @@ def test_json_report_holds_every_verdict_as_data(tmp_path: Path) -> None:
     log = DriftLog()
     log.add(tolerated, test="tests/test_a.py::test_near")
     log.add(identical, test="tests/test_a.py::test_same")
-    path = tmp_path / "drift.json"
-    log.write_json(path)
-    report = json.loads(path.read_text(encoding="utf-8"))
-    schema = json.loads(
-        importlib.resources.files("pytest_smallmodel").joinpath("report.schema.json").read_text()
-    )
-    jsonschema.Draft202012Validator(schema).validate(report)
+    report = written_report(log, tmp_path)
     assert report["format"] == 1
     assert report["counts"] == {"identical": 1, "passed within tolerance": 1}
     near, same = report["verdicts"]

@@ -131,14 +131,9 @@ def test_changed_fingerprint_with_identical_outputs_passes_and_is_reported(
     assert f"identical despite fingerprint changes: {changed}" in decoded.stdout.str()
 
 
-def test_golden_from_another_runtime_configuration_passes_in_tolerance_mode(
-    project: pytest.Pytester,
-) -> None:
-    """Real numbers from another runtime configuration: the golden is recorded with flash
-    attention, then labelled as recorded for today's request by a runtime that ran flash
-    attention (its fingerprint says so), the way a GPU backend's goldens differ. Where the
-    greedy outputs of the two configurations split depends on the CPU's kernels, so the step
-    the strict report must name is derived here from the two recordings."""
+def golden_from_flash_attention(project: pytest.Pytester) -> tuple[list[int], list[int]]:
+    """Re-record test_motto's golden with flash attention and label it as recorded for today's
+    request (its fingerprint keeps flash attention); the tokens without and with it."""
     plain_tokens = json.loads(golden_file(project, "test_motto").read_text(encoding="utf-8"))[
         "tokens"
     ]
@@ -151,11 +146,21 @@ def test_golden_from_another_runtime_configuration_passes_in_tolerance_mode(
     path = golden_file(project, "test_motto")
     record = json.loads(path.read_text(encoding="utf-8"))
     assert record["fingerprint"]["settings"]["flash_attn"] is True
-    flash_tokens = record["tokens"]
     record["request"]["settings"]["flash_attn"] = False
     path.write_text(json.dumps(record, indent=2), encoding="utf-8")
     project.makepyfile(test_suite=SUITE)
+    return plain_tokens, record["tokens"]
 
+
+def test_golden_from_another_runtime_configuration_passes_in_tolerance_mode(
+    project: pytest.Pytester,
+) -> None:
+    """Real numbers from another runtime configuration: the golden is recorded with flash
+    attention, then labelled as recorded for today's request by a runtime that ran flash
+    attention (its fingerprint says so), the way a GPU backend's goldens differ. Where the
+    greedy outputs of the two configurations split depends on the CPU's kernels, so the step
+    the strict report must name is derived here from the two recordings."""
+    plain_tokens, flash_tokens = golden_from_flash_attention(project)
     report = project.path / "drift.md"
     result = project.runpytest(f"--smallmodel-report={report}")
     result.assert_outcomes(passed=2)
@@ -175,6 +180,41 @@ def test_golden_from_another_runtime_configuration_passes_in_tolerance_mode(
     strict.assert_outcomes(passed=1, failed=1)
     step = split if split is not None else min(len(flash_tokens), len(plain_tokens))
     strict.stdout.fnmatch_lines([f"*output differs from the golden from step {step} (strict mode*"])
+
+
+def test_reports_of_another_runtime_configuration_give_kl_and_top_token_agreement(
+    project: pytest.Pytester,
+) -> None:
+    """The golden's stored top-k against this run's, at every golden step (the batched pass
+    rates the golden's own contexts), in the JSON and Markdown reports; in a strict failure's
+    text next to the margins, wherever this CPU's kernels split the two outputs."""
+    plain_tokens, flash_tokens = golden_from_flash_attention(project)
+    report, markdown = project.path / "drift.json", project.path / "drift.md"
+    result = project.runpytest(
+        f"--smallmodel-report-json={report}", f"--smallmodel-report={markdown}"
+    )
+    result.assert_outcomes(passed=2)
+    verdicts = json.loads(report.read_text(encoding="utf-8"))["verdicts"]
+    motto = next(v for v in verdicts if v["test"].endswith("test_motto"))
+    agreement = motto["topk_agreement"]
+    assert agreement["steps_compared"] == len(flash_tokens)
+    assert 0.0 <= agreement["top_agreement"] <= 1.0
+    assert agreement["mean_kl"] is not None and agreement["max_kl"] >= agreement["mean_kl"] >= 0
+    label = next(v for v in verdicts if v["test"].endswith("test_label"))
+    assert label["topk_agreement"] is None  # a label has no steps
+    assert "Top-k: top-k agreement with the golden at the same contexts" in markdown.read_text(
+        encoding="utf-8"
+    )
+    if plain_tokens == flash_tokens:
+        return  # this CPU gives both configurations one output: nothing fails strict mode
+    strict = project.runpytest("--smallmodel-strict")
+    strict.assert_outcomes(passed=1, failed=1)
+    output = strict.stdout.str()
+    assert output.index("  margin: actual over golden") < output.index(
+        "top-k agreement with the golden at the same contexts"
+    )
+    if any(a != b for a, b in zip(plain_tokens, flash_tokens, strict=False)):
+        assert "at the first divergent step" in output and "top token differs" in output
 
 
 # -- what a reviewer reads is what is compared (issue 19) -----------------------------------------

