@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pytest_smallmodel.common.results import TokenLogprob
+from pytest_smallmodel.drift import evaluation_rules
 from pytest_smallmodel.drift.verdict import Mode, PromptChange, Reason, Verdict
 from pytest_smallmodel.goldens.records import GoldenRecord
 
@@ -28,6 +29,8 @@ def headline(verdict: Verdict) -> str:
     if reason is Reason.MISSING:
         return f"no golden at {verdict.golden_path}: run `pytest --snapshot-update` to record it"
     assert golden is not None and current is not None
+    if verdict.evaluation is not None:
+        return evaluation_rules.headline(verdict)
     tolerance = _nats(verdict.tolerance or 0.0)
     if reason is Reason.IDENTICAL:
         if verdict.changed:
@@ -212,6 +215,8 @@ def _evidence(verdict: Verdict) -> list[str]:
     golden, current = verdict.golden, verdict.current
     assert golden is not None and current is not None
     reason = verdict.reason
+    if verdict.evaluation is not None:
+        return evaluation_rules.evidence(verdict, headline)
     if reason is Reason.IDENTICAL:
         return []
     if reason in (Reason.BATCHED_PASS, Reason.BATCHED_OUTSIDE_TOLERANCE):

@@ -26,6 +26,7 @@ from typing import Any
 
 from pytest_smallmodel.common.fingerprint import IMPLICIT_FIELDS, IMPLICIT_SETTINGS, differences
 from pytest_smallmodel.common.results import BatchedCheck, ScoredStep, TokenLogprob
+from pytest_smallmodel.drift import evaluation_rules
 from pytest_smallmodel.drift.verdict import (
     Divergence,
     EmbeddingScores,
@@ -132,6 +133,11 @@ class _Comparison:
             return self._decide(Outcome.REQUEST_CHANGED, False, Reason.KIND_CHANGED)
         if golden.kind in ("text", "value"):
             return self._compare_plain()
+        if golden.kind == "evaluation":
+            return evaluation_rules.compare_evaluation(
+                golden, current, policy=self.policy, golden_path=self.golden_path,
+                changed=self._fingerprint_changes(), compare_case=compare,
+            )  # fmt: skip
         if golden.sha256 != current.sha256:
             return self._decide(Outcome.MODEL_CHANGED, False, Reason.MODEL_CHANGED)
         if request_inputs_differ(golden, current):

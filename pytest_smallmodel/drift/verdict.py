@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from pytest_smallmodel.common.results import BatchedCheck, ScoredStep, Step
+from pytest_smallmodel.drift.evaluation_verdict import EvaluationDrift
 from pytest_smallmodel.goldens.records import GoldenRecord, model_ref
 
 
@@ -49,6 +50,7 @@ class Reason(StrEnum):
     DIMENSIONS_CHANGED = "embedding dimensions changed"
     EMBEDDING_DIFFERS = "embedding differs"
     VALUE_DIFFERS = "value differs"
+    CASES_CHANGED = "evaluation cases changed"
     BATCHED_PASS = "batched pass within tolerance"
     BATCHED_OUTSIDE_TOLERANCE = "batched pass outside tolerance mode"
     CORRUPT = "corrupt golden"
@@ -201,6 +203,7 @@ class Verdict:
     # The engine's one batched teacher-forced pass over the golden tokens (tolerance mode):
     # passed, the engine returned the golden's tokens; failed, it decoded and this is why.
     batched: BatchedCheck | None = None
+    evaluation: EvaluationDrift | None = None  # an evaluation golden's cases and metrics
 
     @property
     def model(self) -> str | None:
@@ -248,6 +251,7 @@ class Verdict:
             "labels": self.labels.to_dict() if self.labels else None,
             "embedding": self.embedding.to_dict() if self.embedding else None,
             "problem": self.problem,
+            "evaluation": self.evaluation.to_dict() if self.evaluation else None,
             "batched_check": (
                 {
                     "passed": self.batched.passed,

@@ -15,9 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_smallmodel.evaluation.cases import Case, ExpectedFields, ExpectedLabel
+from pytest_smallmodel.evaluation.cases import Case, ExpectedFields, ExpectedLabel, case_row
 from pytest_smallmodel.evaluation.scoring import Verdict
 from pytest_smallmodel.evaluation.stats import Estimate, EvaluationError, Figure
+from pytest_smallmodel.goldens.evaluation_record import CaseRecord, CaseVerdict, evaluation_golden
+from pytest_smallmodel.goldens.records import GoldenRecord, record_of
 
 _WORST_SHOWN = 5
 
@@ -30,6 +32,9 @@ class CaseResult:
     error: str | None = None  # the exception the task raised, as "Type: message"
     latency_ms: float | None = None  # None: not measured (from the result cache, or raised)
     tokens: int | None = None  # generated tokens, where the output says
+    # The last model call the task made (a Label, Generation, extraction): what an evaluation
+    # golden stores as the case's request and result, so that it can be replayed.
+    call: object = field(default=None, compare=False, repr=False)
 
     @property
     def correct(self) -> bool:
@@ -213,6 +218,29 @@ class EvaluationReport:
             lines += [f"  {result.describe()}" for result in wrong[:_WORST_SHOWN]]
         return lines
 
+    def golden_record(self) -> GoldenRecord:
+        """What ``assert report == golden`` stores: each case with its verdict and model call,
+        and the metrics without latency (goldens/evaluation_record.py)."""
+        metrics = self.to_dict()
+        del metrics["latency"], metrics["cases"]
+        cases = []
+        for result in self.results:
+            verdict: CaseVerdict = (
+                "error" if result.error else "correct" if result.correct else "wrong"
+            )
+            cases.append(
+                CaseRecord(
+                    id=result.case.id,
+                    row=case_row(result.case),
+                    output=None if result.error else plain_output(result.output),
+                    verdict=verdict,
+                    detail=result.error or result.verdict.detail,
+                    result=None if result.call is None else record_of(result.call),
+                    live=result.call,
+                )
+            )
+        return evaluation_golden(cases, metrics)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "accuracy": self.accuracy.to_dict(),
@@ -254,6 +282,19 @@ def _jsonable(value: Any) -> Any:
     except (TypeError, ValueError):
         return repr(value)
     return value if not isinstance(value, str) else str(value)
+
+
+def plain_output(value: Any) -> Any:
+    """An output as JSON: a Label or Generation as its text, an extraction as its value."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, Mapping):
+        return {str(k): plain_output(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_output(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return repr(value)
 
 
 def build_report(results: Sequence[CaseResult]) -> EvaluationReport:

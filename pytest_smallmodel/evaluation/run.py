@@ -32,11 +32,13 @@ def run_cases(
     cached_calls: Callable[[], int],
     labels: Sequence[str] | None = None,
     warm_up: Callable[[Case], Any] | None = None,
+    last_call: Callable[[], object] | None = None,
 ) -> EvaluationReport:
     """``call(case)`` for every case, timed; ``cached_calls()`` counts results the result cache
     answered, so a case answered from it is marked "not measured" instead of timed.
     ``warm_up(case)`` runs the first case once before (the handle's runs it past the result
-    cache, so that it neither stores nor answers that case)."""
+    cache, so that it neither stores nor answers that case). ``last_call()`` is the last model
+    call the case's task made (what an evaluation golden stores to replay it)."""
     if not cases:
         raise EvaluationError("the evaluation has no cases: pass a non-empty dataset")
     if warm_up is not None:
@@ -66,6 +68,7 @@ def run_cases(
                 score(case, output, labels),
                 latency_ms=None if from_cache else elapsed,
                 tokens=len(tokens) if isinstance(tokens, list) else None,
+                call=last_call() if last_call is not None else None,
             )
         )
     return build_report(results)

@@ -17,10 +17,13 @@ from typing import Any
 
 from pytest_smallmodel.common.errors import GoldenError
 from pytest_smallmodel.common.results import Step, TokenLogprob, cut_at_stop
+from pytest_smallmodel.goldens import evaluation_record
 from pytest_smallmodel.goldens.records import LOGPROB_DECIMALS, GoldenKind, GoldenRecord
 
 FORMAT_VERSION = 1
-_KINDS: tuple[GoldenKind, ...] = ("generation", "extraction", "label", "embedding", "text", "value")
+_KINDS: tuple[GoldenKind, ...] = (
+    *("generation", "extraction", "label", "embedding", "text", "value", "evaluation"),
+)
 
 
 # -- file format ---------------------------------------------------------------------------------
@@ -94,6 +97,12 @@ def _step_for_file(step: Step) -> _Inline:
 
 def serialize_record(record: GoldenRecord) -> str:
     """The golden file's text: output first (as lines), then the record. Same record, same bytes."""
+    return _render(_document(record), 0) + "\n"
+
+
+def _document(record: GoldenRecord) -> dict[str, Any]:
+    if record.kind == "evaluation":
+        return {**evaluation_record.document(record, _document), "golden_format": FORMAT_VERSION}
     document: dict[str, Any] = {}
     if record.kind in ("generation", "extraction", "text"):
         document["text"] = _lines(record.text or "")
@@ -104,7 +113,7 @@ def serialize_record(record: GoldenRecord) -> str:
     document["golden_format"] = FORMAT_VERSION
     document["kind"] = record.kind
     if record.kind in ("text", "value"):
-        return _render(document, 0) + "\n"
+        return document
     document["model"] = record.model
     document["sha256"] = record.sha256
     document["request"] = _request_for_file(record.request or {})
@@ -118,7 +127,7 @@ def serialize_record(record: GoldenRecord) -> str:
         document["dimensions"] = len(record.vector or ())
         document["vector"] = _Inline(list(record.vector or ()))
     document["fingerprint"] = record.fingerprint
-    return _render(document, 0) + "\n"
+    return document
 
 
 def _invalid(path: str, problem: str) -> GoldenError:
@@ -250,6 +259,12 @@ def parse_golden(text: str, *, path: str) -> GoldenRecord:
         return GoldenRecord(kind="text", text="\n".join(data["text"]))
     if kind == "value":
         return GoldenRecord(kind="value", value=data["value"])
+    if kind == "evaluation":
+        return evaluation_record.parse(
+            data,
+            invalid=lambda problem: _invalid(path, problem),
+            parse_result=lambda nested: parse_golden(nested, path=f"{path} (a case)"),
+        )
     request = dict(data["request"])
     if "prompt" in request:
         request["prompt"] = "\n".join(request["prompt"])

@@ -11,7 +11,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pytest_smallmodel.common.results import (
     Embedding,
@@ -23,11 +23,16 @@ from pytest_smallmodel.common.results import (
     TokenLogprob,
 )
 
+if TYPE_CHECKING:
+    from pytest_smallmodel.goldens.evaluation_record import EvaluationRecord
+
 # Logprobs are stored rounded: enough for reports, and it keeps goldens short and stable.
 LOGPROB_DECIMALS = 4
 SHORT_SHA_LENGTH = 7
 
-GoldenKind = Literal["generation", "extraction", "label", "embedding", "text", "value"]
+GoldenKind = Literal[
+    "generation", "extraction", "label", "embedding", "text", "value", "evaluation"
+]
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class GoldenRecord:
     vector: tuple[float, ...] | None = None
     value: Any = None
     fingerprint: Mapping[str, Any] | None = None
+    evaluation: EvaluationRecord | None = None  # kind "evaluation" (goldens/evaluation_record.py)
 
     @property
     def model_ref(self) -> str:
@@ -136,6 +142,8 @@ def record_of(value: object) -> GoldenRecord:
             vector=tuple(float(x) for x in value),
             fingerprint=_json_normal(provenance.fingerprint),
         )
+    if callable(to_record := getattr(value, "golden_record", None)):  # an EvaluationReport
+        return cast(GoldenRecord, to_record())
     if isinstance(value, str):
         return GoldenRecord(kind="text", text=str.__str__(value))
     check_plain(value)
