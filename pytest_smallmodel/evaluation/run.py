@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_smallmodel.common.progress import progress
 from pytest_smallmodel.evaluation.cases import Case, cases_from, load_cases
 from pytest_smallmodel.evaluation.report import CaseResult, EvaluationReport, build_report
 from pytest_smallmodel.evaluation.scoring import Verdict, score
@@ -46,7 +47,7 @@ def run_cases(
         with contextlib.suppress(Exception):  # the case itself reports it below
             warm_up(cases[0])
     results = []
-    for case in cases:
+    for case in progress(cases, what="cases evaluated"):
         before = cached_calls()
         started = time.perf_counter()
         try:
