@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_run import run
 from labelled_suite import HEADER, QUEUES
 from real_model import smollm2_path, smollm2_project
 
@@ -107,6 +108,17 @@ def test_an_evaluation_golden_records_reruns_and_names_flipped_cases(
             f"({correct}/6 -> {now_correct}/6)"
         ) in output
 
+    # Review shows the evaluation's pending result with its story, and accepting it makes the
+    # new expectations the golden.
+    name = path.relative_to(project.path).as_posix()
+    listed = run(project.path, "review", "--list")
+    assert listed.exit_code == 0 and name in listed.output
+    assert "cases or requests changed" in listed.output
+    accepted = run(project.path, "review", "--accept")
+    assert accepted.exit_code == 0, accepted.output
+    assert json.loads(path.read_text())["cases"][0]["expected"] == chosen["t1"]
+    project.runpytest().assert_outcomes(passed=1)
+
 
 def test_a_hand_edited_evaluation_golden_names_the_file_and_field(
     project: pytest.Pytester,
@@ -130,3 +142,38 @@ def test_a_hand_edited_evaluation_golden_names_the_file_and_field(
     result = project.runpytest()
     result.stdout.fnmatch_lines([f"*golden {name} cannot be used: cases[[]0[]].result ('t1'): *"])
     assert "Traceback" not in result.stdout.str()
+
+
+def test_a_changed_fingerprint_compares_each_case_in_tolerance_mode(
+    project: pytest.Pytester,
+) -> None:
+    """The golden is recorded with flash attention, then labelled as recorded for today's
+    requests (as in test_plugin_golden): every case's call is compared in tolerance mode, and
+    the evaluation passes unless a case's label moved beyond the tolerance, which the report
+    would name by id."""
+    suite = project.path / "test_routing.py"
+    plain = suite.read_text()
+    suite.write_text(
+        plain.replace(
+            '@pytest.mark.model("smollm2")', '@pytest.mark.model("smollm2", flash_attn=True)'
+        )
+    )
+    project.runpytest("--snapshot-update").assert_outcomes(passed=1)
+    path = _golden(project)
+    record = json.loads(path.read_text())
+    assert record["fingerprint"]["settings"]["flash_attn"] is True
+    for case in record["cases"]:
+        case["result"]["request"]["settings"]["flash_attn"] = False
+    path.write_text(json.dumps(record, indent=2))
+    suite.write_text(plain)
+    report = project.path / "drift.md"
+    result = project.runpytest(f"--smallmodel-report={report}")
+    markdown = report.read_text()
+    assert "settings.flash_attn: true -> false" in markdown
+    if result.ret == 0:
+        assert (
+            "1 identical under a changed fingerprint" in markdown
+            or "1 passed within tolerance" in markdown
+        )
+    else:  # a label moved beyond the tolerance: named by id, with its margin
+        result.stdout.fnmatch_lines(["*beyond tolerance*", "*t?: *drift beyond tolerance*nats*"])
