@@ -21,6 +21,9 @@ from pytest_smallmodel.common.results import (
 )
 from pytest_smallmodel.drift.kinds import KINDS, replay_request
 from pytest_smallmodel.drift.rules import DriftPolicy, compare
+from pytest_smallmodel.evaluation.cases import cases_from
+from pytest_smallmodel.evaluation.report import EvaluationReport
+from pytest_smallmodel.evaluation.run import run_cases
 from pytest_smallmodel.goldens.file_format import golden_schema, parse_golden, serialize_record
 from pytest_smallmodel.goldens.kinds import FORMATS, record_of
 
@@ -74,12 +77,33 @@ def _embedding() -> Embedding:
     return vector
 
 
+def _evaluation() -> EvaluationReport:
+    """Two cases, each holding its classify call: one correct, one wrong."""
+    calls = {"a": _label(), "b": _label()}
+    rows = [{"id": "a", "input": "Q: hi", "expected": "yes"}]
+    rows.append({"id": "b", "input": "Q: hi", "expected": "no"})
+    made: list[object] = []
+
+    def task(case: object) -> object:
+        made.append(calls[case.id])  # type: ignore[attr-defined]
+        return made[-1]
+
+    return run_cases(
+        cases_from(rows),
+        task,
+        cached_calls=lambda: 0,
+        labels=["yes", "no"],
+        last_call=lambda: made[-1],
+    )
+
+
 # One live value of each kind, as a test would assert it.
 SAMPLES: dict[str, Callable[[], object]] = {
     "generation": lambda: _generation("Hello there"),
     "extraction": _extraction,
     "label": _label,
     "embedding": _embedding,
+    "evaluation": _evaluation,
     "text": lambda: "two\nlines",
     "value": lambda: {"n": [1, 2.5, None], "ok": True},
 }
