@@ -19,6 +19,7 @@ from pytest_smallmodel.common.results import (
     Timings,
     TokenLogprob,
 )
+from pytest_smallmodel.drift import explanation
 from pytest_smallmodel.drift.kinds import KINDS, replay_request
 from pytest_smallmodel.drift.rules import DriftPolicy, compare
 from pytest_smallmodel.evaluation.cases import cases_from
@@ -63,12 +64,9 @@ def _extraction() -> ExtractedDict:
     return extracted
 
 
-def _label() -> Label:
-    return Label(
-        "yes",
-        logprobs={"yes": -0.1, "no": -2.5},
-        provenance=_provenance("classify", labels=("yes", "no")),
-    )
+def _label(choice: str = "yes") -> Label:
+    scores = {"yes": -0.1, "no": -2.5} if choice == "yes" else {"yes": -2.5, "no": -0.1}
+    return Label(choice, logprobs=scores, provenance=_provenance("classify", labels=("yes", "no")))
 
 
 def _embedding() -> Embedding:
@@ -77,9 +75,9 @@ def _embedding() -> Embedding:
     return vector
 
 
-def _evaluation() -> EvaluationReport:
+def _evaluation(first: str = "yes") -> EvaluationReport:
     """Two cases, each holding its classify call: one correct, one wrong."""
-    calls = {"a": _label(), "b": _label()}
+    calls = {"a": _label(first), "b": _label()}
     rows = [{"id": "a", "input": "Q: hi", "expected": "yes"}]
     rows.append({"id": "b", "input": "Q: hi", "expected": "no"})
     made: list[object] = []
@@ -148,3 +146,13 @@ def test_plain_values_cannot_be_replayed(name: str) -> None:
     record = record_of(SAMPLES[name]())
     with pytest.raises(EngineError, match="cannot be replayed"):
         replay_request(None, record)  # type: ignore[arg-type]
+
+
+def test_an_evaluation_fails_naming_the_case_whose_verdict_flipped() -> None:
+    golden = parse_golden(serialize_record(record_of(_evaluation())), path="golden/e.json")
+    verdict = compare(golden, _evaluation("no"), policy=DriftPolicy(), golden_path="golden/e.json")
+    assert not verdict.passed
+    report = explanation.text(verdict)
+    assert report.startswith("1 of 2 cases changed output or verdict (exact mode); accuracy ")
+    assert "  a: 'yes' -> 'no' (correct -> wrong): label changed from 'yes' to 'no'" in report
+    assert "(1/2 -> 0/2)" in report
