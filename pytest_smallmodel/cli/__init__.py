@@ -8,6 +8,7 @@ print one message to stderr, never a traceback.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -546,6 +547,20 @@ def _ask_line(item: review_core.ReviewItem, position: int, total: int) -> review
     is_flag=True,
     help="Write NEW's results as pending goldens; `smallmodel review` then finishes the switch.",
 )
+@click.option(
+    "--fail-under",
+    "fail_under",
+    metavar="ACCURACY",
+    callback=lambda ctx, param, value: _accuracy_threshold(value),
+    default=None,
+    help="Exit 1 when NEW's accuracy on an evaluation golden is below ACCURACY (0 to 1).",
+)
+@click.option(
+    "--fail-if-worse",
+    is_flag=True,
+    help="Exit 1 when NEW is significantly worse than OLD on an evaluation golden "
+    "(exact McNemar test, p < 0.05).",
+)
 @click.pass_context
 def compare_models(
     ctx: click.Context,
@@ -554,6 +569,8 @@ def compare_models(
     html_path: Path | None,
     json_path: Path | None,
     update: bool,
+    fail_under: float | None,
+    fail_if_worse: bool,
 ) -> None:
     """Replay the requests stored in OLD's goldens on the locked model NEW and report.
 
@@ -585,20 +602,25 @@ def compare_models(
             old=ModelReference.parse(old),
             new=ModelReference.parse(new),
             pending=pending,
+            fail_under=fail_under,
+            fail_if_worse=fail_if_worse,
         )
     finally:
         registry.close()
-    # Measured again once closed: a model run in a worker process counts when it has exited.
-    report.figures = replace(report.figures, new_peak_rss_mib=peak_rss_mib())
+    if report.figures.peak_memory == "process":
+        # Measured again once closed: a model run in a worker process counts when it has exited.
+        report.figures = replace(report.figures, new_peak_rss_mib=peak_rss_mib())
     click.echo(compare_render.markdown(report), nl=False)
     if html_path is not None:
         atomic_write_text(html_path, compare_render.html_page(report))
     if json_path is not None:
         data = compare_render.to_dict(report)
         atomic_write_text(json_path, json.dumps(data, indent=2, ensure_ascii=False))
-    if report.unusable:
-        for line in report.unusable:
-            click.echo(f"error: {line}", err=True)
+    for line in report.unusable:
+        click.echo(f"error: {line}", err=True)
+    for gate in report.failed_gates:
+        click.echo(f"error: {gate.gate} failed{_on(gate.golden)}: {gate.reason}", err=True)
+    if report.unusable or report.failed_gates:
         ctx.exit(1)
 
 
@@ -664,3 +686,23 @@ def calibrate_command(
         click.echo(
             f"wrote tolerance = {value} to [tool.smallmodel] in {project.pyproject}", err=True
         )
+
+
+def _on(golden: str | None) -> str:
+    return f" on {golden}" if golden else ""
+
+
+def _accuracy_threshold(value: str | None) -> float | None:
+    """--fail-under's value: a finite number in [0, 1], or a usage error saying so."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and 0.0 <= number <= 1.0):
+        raise click.BadParameter(
+            f"{value!r} is not an accuracy: give a number from 0 to 1, e.g. 0.8",
+            param_hint="'--fail-under'",
+        )
+    return number

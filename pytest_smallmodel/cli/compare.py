@@ -17,14 +17,27 @@ import json
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_smallmodel.cli.compare_report import CaseResult, CompareReport, Divergence, Figures
-from pytest_smallmodel.common.errors import ConfigError, EngineError, GoldenError
-from pytest_smallmodel.common.results import Embedding, Generation, Label, Step, generation_of
+from pytest_smallmodel.cli.compare_accuracy import (
+    Meter,
+    compare_accuracy,
+    gates,
+    stored_calls,
+)
+from pytest_smallmodel.cli.compare_report import (
+    AccuracyComparison,
+    CaseResult,
+    CompareReport,
+    Divergence,
+    Figures,
+)
+from pytest_smallmodel.common.errors import ConfigError, EngineError, GoldenError, SmallModelError
+from pytest_smallmodel.common.progress import progress
+from pytest_smallmodel.common.results import Embedding, Generation, Label, Step
 from pytest_smallmodel.drift import explanation
 from pytest_smallmodel.drift.kinds import replay_request
 from pytest_smallmodel.drift.rules import (
@@ -33,8 +46,8 @@ from pytest_smallmodel.drift.rules import (
     cosine_similarity,
     first_difference,
     logprob_of,
-    text_problem,
 )
+from pytest_smallmodel.drift.verdict import Reason, Verdict
 from pytest_smallmodel.goldens.file_format import FORMAT_VERSION, parse_golden, serialize_record
 from pytest_smallmodel.goldens.kinds import record_of
 from pytest_smallmodel.goldens.pending import PendingStore
@@ -100,7 +113,7 @@ def find_goldens(
                 ) from None
             skipped.append(str(error))
             continue
-        if record.model != old.name or record.request is None:
+        if record.model != old.name or (record.request is None and record.evaluation is None):
             continue
         if old.sha_prefix is not None and not (record.sha256 or "").startswith(old.sha_prefix):
             continue
@@ -228,21 +241,26 @@ def replay(handle: ModelHandle, record: GoldenRecord) -> object:
     return replay_request(handle, record)
 
 
-def compare_case(case: GoldenCase, live: object) -> CaseResult:
+def compare_case(case: GoldenCase, live: object, verdict: Verdict) -> CaseResult:
+    """NEW's result beside OLD's golden; ``verdict`` is drift's decision on the pair (the one
+    --update's pending golden carries), which also finds a golden that does not follow from
+    its tokens."""
     old = case.record
-    generation = generation_of(live)
-    if generation is not None:
-        current = record_of(live)
-        problem = text_problem(old, current, model=current.model_ref)
-        if problem is not None:
-            return CaseResult(
-                golden=case.name,
-                kind=old.kind,
-                identical=False,
-                error=f"golden {case.name} is corrupt: {problem}; restore it from version "
-                "control or run `pytest --snapshot-update` with OLD",
-                corrupt=True,
-            )
+    if verdict.reason is Reason.CORRUPT:
+        return CaseResult(
+            golden=case.name,
+            kind=old.kind,
+            identical=False,
+            error=f"golden {case.name} is corrupt: {verdict.problem}; restore it from version "
+            "control or run `pytest --snapshot-update` with OLD",
+            corrupt=True,
+            verdict=verdict,
+        )
+    return replace(_compared(case, live), verdict=verdict)
+
+
+def _compared(case: GoldenCase, live: object) -> CaseResult:
+    old = case.record
     rerendered = list((old.request or {}).get("prompt_tokens", [])) != list(
         (record_of(live).request or {}).get("prompt_tokens", [])
     )
@@ -325,8 +343,12 @@ def run_compare(
     new: ModelReference,
     pending: PendingStore | None = None,
     policy: DriftPolicy | None = None,
+    fail_under: float | None = None,
+    fail_if_worse: bool = False,
 ) -> CompareReport:
-    """Replay OLD's goldens on NEW; with ``pending``, write NEW's results as pending goldens."""
+    """Replay OLD's goldens on NEW (and on OLD, to measure it, when its file is present); with
+    ``pending``, write NEW's results as pending goldens. Evaluation goldens are scored against
+    their expected values and the gates decided on them."""
     lock = registry.lock
     for reference in (old, new):
         if reference.name not in lock.models:
@@ -354,15 +376,18 @@ def run_compare(
             + (f"; {len(skipped)} golden(s) could not be used:{unusable}" if skipped else "")
         )
     results: list[CaseResult] = []
+    accuracy: list[AccuracyComparison] = []
     written: list[str] = []
-    load_seconds = 0.0
-    for case in cases:
-        overrides = dict((case.record.request or {}).get("settings", {}))
-        started = time.perf_counter()
-        handle = registry.handle(new, overrides, where=f"{case.name} (request settings)")
-        load_seconds += time.perf_counter() - started
+    meter = Meter(send=replay)
+    for case in progress(cases, what="goldens replayed on NEW"):
+        if case.record.evaluation is not None:
+            accuracy.append(
+                compare_accuracy(case.name, case.record, _on(registry, new, meter, case))
+            )
+            continue
+        handle = _handle(meter, registry, new, case.record, case.name)
         try:
-            live = replay(handle, case.record)
+            live = meter.replay(handle, case.record)
         except EngineError as error:
             results.append(
                 CaseResult(
@@ -370,13 +395,11 @@ def run_compare(
                 )
             )
             continue
-        results.append(compare_case(case, live))
+        verdict = compare(case.record, live, policy=policy or DriftPolicy(), golden_path=case.name)
+        results.append(compare_case(case, live, verdict))
         if pending is not None:
             text = serialize_record(record_of(live))
             if case.path.read_text(encoding="utf-8") != text:
-                verdict = compare(
-                    case.record, live, policy=policy or DriftPolicy(), golden_path=case.name
-                )
                 target = pending.write(
                     case.path,
                     text,
@@ -387,7 +410,8 @@ def run_compare(
                 )
                 if target is not None:
                     written.append(_relative(target, root))
-    figures = figures_of(results, load_seconds=load_seconds, peak_rss_mib=peak_rss_mib())
+    figures = figures_of(results, load_seconds=meter.load_seconds, peak_rss_mib=peak_rss_mib())
+    figures = _side_by_side(figures, new=meter, old=_measure_old(registry, old, cases))
     return CompareReport(
         old=str(old),
         new=str(new),
@@ -396,6 +420,94 @@ def run_compare(
         figures=figures,
         skipped=skipped,
         pending_written=written,
+        accuracy=accuracy,
+        gates=gates(accuracy, fail_under=fail_under, fail_if_worse=fail_if_worse),
+    )
+
+
+def _on(
+    registry: ModelRegistry, reference: ModelReference, meter: Meter, case: GoldenCase
+) -> Callable[[GoldenRecord], object]:
+    """Replaying one stored call of ``case`` on ``reference``, timed by ``meter``."""
+
+    def run(call: GoldenRecord) -> object:
+        return meter.replay(_handle(meter, registry, reference, call, case.name), call)
+
+    return run
+
+
+def _handle(
+    meter: Meter,
+    registry: ModelRegistry,
+    reference: ModelReference,
+    record: GoldenRecord,
+    where: str,
+) -> ModelHandle:
+    """The handle ``record``'s request is replayed through, its loading timed by ``meter``."""
+    overrides = dict((record.request or {}).get("settings", {}))
+    started = time.perf_counter()
+    handle = registry.handle(reference, overrides, where=f"{where} (request settings)")
+    meter.opened(started)
+    return handle
+
+
+def old_unavailable(
+    registry: ModelRegistry, old: ModelReference, records: Iterable[GoldenRecord]
+) -> str | None:
+    """Why OLD cannot be run (None: its pinned file is present and its goldens' file)."""
+    locked = registry.lock.models.get(old.name)
+    digests = {record.sha256 for record in records}
+    if locked is None or digests != {locked.sha256}:
+        pinned = f"pins {locked.sha256[:8]}" if locked is not None else "does not pin it"
+        held = ", ".join(sorted((d or "?")[:8] for d in digests))
+        return (
+            f"OLD's goldens hold {old.name}@{held} and models.lock {pinned}: OLD's file is not "
+            "pinned, so nothing measured it"
+        )
+    try:
+        registry.verified_path(locked)
+    except SmallModelError as error:
+        return f"OLD's file is not available ({error})"
+    return None
+
+
+def _measure_old(
+    registry: ModelRegistry, old: ModelReference, cases: Sequence[GoldenCase]
+) -> Meter | str:
+    """OLD's figures from replaying the same requests on it, or why it could not be run."""
+    reason = old_unavailable(registry, old, (case.record for case in cases))
+    if reason is not None:
+        return reason
+    meter = Meter(send=replay)
+    for case in progress(cases, what="goldens replayed on OLD"):
+        for call in stored_calls(case.record):
+            try:
+                meter.replay(_handle(meter, registry, old, call, case.name), call)
+            except EngineError:
+                continue  # NEW's replay reports its failure; OLD is only timed here
+    return meter
+
+
+def _side_by_side(figures: Figures, *, new: Meter, old: Meter | str) -> Figures:
+    measured = new.figures()
+    figures = replace(
+        figures,
+        new_tokens_per_second=measured["tokens_per_second"],
+        new_latency_p50_ms=measured["latency_p50_ms"],
+        new_latency_p95_ms=measured["latency_p95_ms"],
+        new_peak_rss_mib=measured["peak_rss_mib"] or figures.new_peak_rss_mib,
+        peak_memory="worker" if measured["peak_rss_mib"] is not None else "process",
+    )
+    if isinstance(old, str):
+        return replace(figures, old_not_measured=old)
+    before = old.figures()
+    return replace(
+        figures,
+        old_tokens_per_second=before["tokens_per_second"],
+        old_load_seconds=before["load_seconds"],
+        old_peak_rss_mib=before["peak_rss_mib"],
+        old_latency_p50_ms=before["latency_p50_ms"],
+        old_latency_p95_ms=before["latency_p95_ms"],
     )
 
 

@@ -34,6 +34,8 @@ def headline(verdict: Verdict) -> str:
     if reason is Reason.MISSING:
         return f"no golden at {verdict.golden_path}: run `pytest --snapshot-update` to record it"
     assert golden is not None and current is not None
+    if reason is not Reason.KIND_CHANGED and not KINDS[golden.kind].shared_wording:
+        return KINDS[golden.kind].headline(verdict)
     tolerance = nats(verdict.tolerance or 0.0)
     if reason is Reason.IDENTICAL:
         if verdict.changed:
@@ -139,6 +141,8 @@ def _evidence(verdict: Verdict) -> list[str]:
     golden, current = verdict.golden, verdict.current
     assert golden is not None and current is not None
     reason = verdict.reason
+    if reason is not Reason.KIND_CHANGED and not KINDS[golden.kind].shared_wording:
+        return KINDS[golden.kind].evidence(verdict, headline)
     if reason is Reason.IDENTICAL:
         return []
     if reason in (Reason.BATCHED_PASS, Reason.BATCHED_OUTSIDE_TOLERANCE):
@@ -163,7 +167,7 @@ def _evidence(verdict: Verdict) -> list[str]:
             *unified(pretty(old), pretty(new)),
             *output_diff(golden, current),
         ]
-    return KINDS[golden.kind].evidence(verdict)
+    return KINDS[golden.kind].evidence(verdict, headline)
 
 
 def triage_lines(triage: Triage) -> list[str]:

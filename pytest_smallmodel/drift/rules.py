@@ -138,7 +138,7 @@ class _Comparison:
         if request_inputs_differ(golden, current):
             return self.decide(Outcome.REQUEST_CHANGED, False, Reason.REQUEST_CHANGED)
         self.prompt_change = self._prompt_change()
-        self.changed = self._fingerprint_changes()
+        self.changed = self.fingerprint_changes()
         if not self.changed:
             self.mode = Mode.EXACT
         else:
@@ -158,6 +158,13 @@ class _Comparison:
     @property
     def min_cosine(self) -> float:
         return self.policy.embedding_min_cosine
+
+    @property
+    def strict(self) -> bool:
+        return self.policy.strict
+
+    def compare_nested(self, golden: GoldenRecord, live: object, golden_path: str) -> Verdict:
+        return compare(golden, live, policy=self.policy, golden_path=golden_path)
 
     def decide(self, outcome: Outcome, passed: bool, reason: Reason, **found: Any) -> Verdict:
         # Another request or kind predicts from other contexts: nothing to compare step by step.
@@ -223,7 +230,7 @@ class _Comparison:
             return PromptChange.TOKEN_IDS
         return None
 
-    def _fingerprint_changes(self) -> tuple[FieldChange, ...]:
+    def fingerprint_changes(self) -> tuple[FieldChange, ...]:
         changes = [
             field_change(path, old, new)
             for path, old, new in differences(

@@ -52,6 +52,7 @@ class Reason(StrEnum):
     DIMENSIONS_CHANGED = "embedding dimensions changed"
     EMBEDDING_DIFFERS = "embedding differs"
     VALUE_DIFFERS = "value differs"
+    CASES_CHANGED = "evaluation cases changed"
     BATCHED_PASS = "batched pass within tolerance"
     BATCHED_OUTSIDE_TOLERANCE = "batched pass outside tolerance mode"
     CORRUPT = "corrupt golden"
@@ -181,6 +182,69 @@ class EmbeddingScores:
         }
 
 
+# -- an evaluation golden: its cases and metrics (drift/kinds/evaluation.py decides) ----------
+
+
+@dataclass(frozen=True)
+class CaseChange:
+    id: str
+    golden_output: Any
+    output: Any
+    golden_verdict: str  # correct / wrong / error
+    verdict: str
+    # The comparison of the case's model call with its stored one (None: no call stored)
+    call: Verdict | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "golden_output": self.golden_output,
+            "output": self.output,
+            "golden_verdict": self.golden_verdict,
+            "verdict": self.verdict,
+            "call_outcome": self.call.outcome.value if self.call is not None else None,
+        }
+
+
+@dataclass(frozen=True)
+class MetricChange:
+    """A proportion that moved: ``golden`` and ``current`` hold successes, total, estimate,
+    lower and upper (an F1, which has no interval, is left out)."""
+
+    name: str
+    golden: Mapping[str, Any]
+    current: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "golden": dict(self.golden), "current": dict(self.current)}
+
+
+@dataclass(frozen=True)
+class EvaluationDrift:
+    changed: tuple[CaseChange, ...]  # different output or verdict, not tolerated
+    tolerated: tuple[CaseChange, ...]  # different output, the call within tolerance
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    redefined: tuple[str, ...]  # same id, another input or expected value
+    metrics: tuple[MetricChange, ...]
+    cases: int  # in this run
+
+    @property
+    def flipped(self) -> tuple[CaseChange, ...]:
+        """Changed cases whose verdict changed (correct <-> wrong <-> error)."""
+        return tuple(c for c in self.changed if c.golden_verdict != c.verdict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "changed": [c.to_dict() for c in self.changed],
+            "tolerated": [c.to_dict() for c in self.tolerated],
+            "added": list(self.added),
+            "removed": list(self.removed),
+            "redefined": list(self.redefined),
+            "metrics": [m.to_dict() for m in self.metrics],
+        }
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The outcome of one golden comparison, with everything a reviewer needs to decide."""
@@ -209,6 +273,7 @@ class Verdict:
     agreement: TopKAgreement | None = None
     # --smallmodel-triage: this failure replayed under the benign runtime variants
     triage: Triage | None = None
+    evaluation: EvaluationDrift | None = None  # an evaluation golden's cases and metrics
 
     @property
     def model(self) -> str | None:
@@ -254,6 +319,7 @@ class Verdict:
             "labels": self.labels.to_dict() if self.labels else None,
             "embedding": self.embedding.to_dict() if self.embedding else None,
             "problem": self.problem,
+            "evaluation": self.evaluation.to_dict() if self.evaluation else None,
             "batched_check": (
                 {
                     "passed": self.batched.passed,

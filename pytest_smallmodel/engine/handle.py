@@ -11,7 +11,8 @@ import json
 import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from functools import wraps
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 from pytest_smallmodel.common.errors import EngineError
 from pytest_smallmodel.common.results import (
@@ -57,6 +58,26 @@ _T = TypeVar("_T")
 PromptOrMessages = str | Messages
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _recorded(
+    method: Callable[Concatenate[ModelHandle, _P], _R],
+) -> Callable[Concatenate[ModelHandle, _P], _R]:
+    """A model call that ``evaluate`` notes for the case being run: an evaluation golden stores
+    the case's request and result so that drift and ``smallmodel compare`` can replay it."""
+
+    @wraps(method)
+    def call(self: ModelHandle, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        result = method(self, *args, **kwargs)
+        if self._calls is not None:
+            self._calls.append(result)
+        return result
+
+    return cast("Callable[Concatenate[ModelHandle, _P], _R]", call)
+
+
 class ExtractionError(EngineError):
     """Constrained decoding produced something that is not valid against the schema."""
 
@@ -79,6 +100,7 @@ class ModelHandle:
         # verifies batched): in tolerance mode a golden is checked with one batched pass before
         # anything is decoded.
         self.goldens = goldens
+        self._calls: list[object] | None = None  # while evaluate runs a case's task
         if cache is not None:
             cache.check_backend(model.fingerprint)
         self.name = model.name
@@ -325,6 +347,7 @@ class ModelHandle:
                 raise ValueError("the chat template renders another prompt today")
         return request
 
+    @_recorded
     def generate(
         self, prompt: str, *, max_tokens: int, stop: str | Sequence[str] | None = None
     ) -> Generation:
@@ -332,6 +355,7 @@ class ModelHandle:
             raise EngineError(f"generate() takes a prompt string, got {type(prompt).__name__}")
         return self._run("generate", prompt, max_tokens=max_tokens, stop=stop)
 
+    @_recorded
     def chat(
         self, messages: Messages, *, max_tokens: int, stop: str | Sequence[str] | None = None
     ) -> Generation:
@@ -339,6 +363,7 @@ class ModelHandle:
             raise EngineError("chat() takes a list of messages; use generate() for a plain prompt")
         return self._run("chat", messages, max_tokens=max_tokens, stop=stop)
 
+    @_recorded
     def extract(
         self, prompt_or_messages: PromptOrMessages, schema: Mapping[str, Any], *, max_tokens: int
     ) -> Extraction:
@@ -379,6 +404,7 @@ class ModelHandle:
         result.generation = generation
         return result
 
+    @_recorded
     def classify(self, prompt_or_messages: PromptOrMessages, labels: Sequence[str]) -> Label:
         if isinstance(labels, str) or not labels:
             raise EngineError("classify() needs a non-empty list of labels, e.g. ['yes', 'no']")
@@ -463,14 +489,25 @@ class ModelHandle:
             finally:
                 self._cache = cache
 
+        def run(case: Case) -> Any:
+            self._calls = []
+            try:
+                return task(self, case)
+            finally:
+                made.append(self._calls[-1] if self._calls else None)
+                self._calls = None
+
+        made: list[object] = []
         return run_cases(
             listed,
-            lambda case: task(self, case),
+            run,
+            last_call=lambda: made[-1] if made else None,
             cached_calls=lambda: stats.cached_calls,
             labels=labels,
             warm_up=warm_up,
         )
 
+    @_recorded
     def embed(self, text: str) -> Embedding:
         _check_text("embed", text)
         source = Request(

@@ -85,6 +85,27 @@ class Case:
     where: str = field(default="", compare=False)
 
 
+def case_row(case: Case) -> dict[str, Any]:
+    """The case as a dataset row without its id (what ``cases_from`` reads back)."""
+    shown = case.input if isinstance(case.input, str) else [dict(m) for m in case.input]
+    expected = case.expected
+    if isinstance(expected, ExpectedLabel):
+        return {"input": shown, "expected": expected.label}
+    if isinstance(expected, ExpectedFields):
+        return {"input": shown, "expected": dict(expected.fields)}
+    checks: dict[str, Any] = {}
+    if expected.equals is not None:
+        checks["equals"] = expected.equals
+    if expected.contains:
+        checks["contains"] = list(expected.contains)
+    for name in ("regex", "schema", "max_chars", "min_cosine"):
+        if getattr(expected, name) is not None:
+            checks[name] = getattr(expected, name)
+    if expected.embedding is not None:
+        checks["embedding"] = list(expected.embedding)
+    return {"input": shown, "checks": checks}
+
+
 def load_cases(path: str | Path) -> list[Case]:
     """Read a dataset: ``.jsonl`` (one JSON object a line) or ``.csv`` (columns ``id``,
     ``input``, and ``expected`` or ``checks``; a JSON object in ``expected`` means fields, an

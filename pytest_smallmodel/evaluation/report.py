@@ -15,8 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pytest_smallmodel.evaluation.cases import Case, ExpectedFields, ExpectedLabel
+from pytest_smallmodel.evaluation.cases import Case, ExpectedFields, ExpectedLabel, case_row
 from pytest_smallmodel.evaluation.stats import Estimate, EvaluationError, Figure
+from pytest_smallmodel.goldens.records import CaseRecord, CaseVerdict
 
 if TYPE_CHECKING:  # a result holds the verdict scoring gave it
     from pytest_smallmodel.evaluation.scoring import Verdict
@@ -32,6 +33,9 @@ class CaseResult:
     error: str | None = None  # the exception the task raised, as "Type: message"
     latency_ms: float | None = None  # None: not measured (from the result cache, or raised)
     tokens: int | None = None  # generated tokens, where the output says
+    # The last model call the task made (a Label, Generation, extraction): what an evaluation
+    # golden stores as the case's request and result, so that it can be replayed.
+    call: object = field(default=None, compare=False, repr=False)
 
     @property
     def correct(self) -> bool:
@@ -215,6 +219,30 @@ class EvaluationReport:
             lines += [f"  {result.describe()}" for result in wrong[:_WORST_SHOWN]]
         return lines
 
+    def golden_cases(self) -> tuple[list[CaseRecord], dict[str, Any]]:
+        """What ``assert report == golden`` stores (goldens/kinds/evaluation.py): each case with
+        its verdict and its live model call (the golden's kind makes that call's record), and
+        the metrics without latency."""
+        metrics = self.to_dict()
+        del metrics["latency"], metrics["cases"]
+        cases = []
+        for result in self.results:
+            verdict: CaseVerdict = (
+                "error" if result.error else "correct" if result.correct else "wrong"
+            )
+            cases.append(
+                CaseRecord(
+                    id=result.case.id,
+                    row=case_row(result.case),
+                    output=None if result.error else plain_output(result.output),
+                    verdict=verdict,
+                    detail=result.error or result.verdict.detail,
+                    result=None,
+                    live=result.call,
+                )
+            )
+        return cases, metrics
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "accuracy": self.accuracy.to_dict(),
@@ -256,6 +284,19 @@ def _jsonable(value: Any) -> Any:
     except (TypeError, ValueError):
         return repr(value)
     return value if not isinstance(value, str) else str(value)
+
+
+def plain_output(value: Any) -> Any:
+    """An output as JSON: a Label or Generation as its text, an extraction as its value."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, Mapping):
+        return {str(k): plain_output(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_output(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return repr(value)
 
 
 def build_report(results: Sequence[CaseResult]) -> EvaluationReport:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_smallmodel.common.progress import progress
 from pytest_smallmodel.evaluation.cases import Case, cases_from, load_cases
 from pytest_smallmodel.evaluation.report import CaseResult, EvaluationReport, build_report
 from pytest_smallmodel.evaluation.scoring import Verdict, score
@@ -32,11 +33,13 @@ def run_cases(
     cached_calls: Callable[[], int],
     labels: Sequence[str] | None = None,
     warm_up: Callable[[Case], Any] | None = None,
+    last_call: Callable[[], object] | None = None,
 ) -> EvaluationReport:
     """``call(case)`` for every case, timed; ``cached_calls()`` counts results the result cache
     answered, so a case answered from it is marked "not measured" instead of timed.
     ``warm_up(case)`` runs the first case once before (the handle's runs it past the result
-    cache, so that it neither stores nor answers that case)."""
+    cache, so that it neither stores nor answers that case). ``last_call()`` is the last model
+    call the case's task made (what an evaluation golden stores to replay it)."""
     if not cases:
         raise EvaluationError("the evaluation has no cases: pass a non-empty dataset")
     if warm_up is not None:
@@ -44,7 +47,7 @@ def run_cases(
         with contextlib.suppress(Exception):  # the case itself reports it below
             warm_up(cases[0])
     results = []
-    for case in cases:
+    for case in progress(cases, what="cases evaluated"):
         before = cached_calls()
         started = time.perf_counter()
         try:
@@ -66,6 +69,7 @@ def run_cases(
                 score(case, output, labels),
                 latency_ms=None if from_cache else elapsed,
                 tokens=len(tokens) if isinstance(tokens, list) else None,
+                call=last_call() if last_call is not None else None,
             )
         )
     return build_report(results)

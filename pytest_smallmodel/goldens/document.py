@@ -9,15 +9,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from pytest_smallmodel.common.results import Step
+    from pytest_smallmodel.goldens.records import GoldenRecord
 
 
 class DocumentProblem(ValueError):
     """What a kind found wrong in its fields of a golden document (``file_format`` names the
     file and how to fix it)."""
+
+
+class GoldenFiles(Protocol):
+    """What ``file_format`` hands each kind: its own writer and reader of a whole golden, for a
+    kind whose document holds other goldens' (an evaluation's cases hold model results)."""
+
+    def document(self, record: GoldenRecord) -> dict[str, Any]:
+        """The record's document, as ``serialize_record`` renders it."""
+
+    def parse(self, text: str) -> GoldenRecord:
+        """A golden's text read back (a ``GoldenError`` naming what is wrong)."""
 
 
 class Inline:

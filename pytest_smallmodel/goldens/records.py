@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # a record holds steps; the kinds (goldens/kinds/) build them
     from pytest_smallmodel.common.results import Provenance, Step
@@ -26,6 +26,8 @@ DEFAULT_ENGINE = "llama-cpp-python"
 
 # A key of ``goldens.kinds.FORMATS`` (and of ``drift.kinds.KINDS``): the registries say which.
 GoldenKind = str
+CaseVerdict = Literal["correct", "wrong", "error"]
+CASE_VERDICTS: tuple[CaseVerdict, ...] = ("correct", "wrong", "error")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class GoldenRecord:
     vector: tuple[float, ...] | None = None
     value: Any = None
     fingerprint: Mapping[str, Any] | None = None
+    evaluation: EvaluationRecord | None = None  # kind "evaluation" (goldens/kinds/evaluation.py)
 
     @property
     def model_ref(self) -> str:
@@ -62,6 +65,37 @@ class GoldenRecord:
     def engine(self) -> Any:
         """What ran the model (``llama-cpp-python``, ``llama-server``, ``openai``)."""
         return (self.fingerprint or {}).get("engine", DEFAULT_ENGINE)
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    """One case of an evaluation golden."""
+
+    id: str
+    row: Mapping[str, Any]  # the case as a dataset row: "input", and "expected" or "checks"
+    output: Any  # what the task returned, as JSON (None when it raised)
+    verdict: CaseVerdict
+    detail: str  # why it is wrong, or the exception it raised ("" when correct)
+    result: GoldenRecord | None  # the last model call the task made (None: none finished)
+    # That call's live result, this run only: drift teacher-forces its stored tokens on it.
+    live: object = field(default=None, compare=False, repr=False)
+
+    @property
+    def expected(self) -> Any:
+        return self.row.get("expected", {"checks": self.row.get("checks")})
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """What an evaluation golden holds besides the model: its cases and metrics."""
+
+    cases: tuple[CaseRecord, ...]
+    # accuracy, per label and per field: counts with estimate and interval (EvaluationReport's
+    # to_dict without latency and cases)
+    metrics: Mapping[str, Any]
+
+    def by_id(self) -> dict[str, CaseRecord]:
+        return {case.id: case for case in self.cases}
 
 
 def model_ref(name: str | None, sha256: str | None) -> str:

@@ -19,8 +19,12 @@ from pytest_smallmodel.common.results import (
     Timings,
     TokenLogprob,
 )
+from pytest_smallmodel.drift import explanation
 from pytest_smallmodel.drift.kinds import KINDS, replay_request
 from pytest_smallmodel.drift.rules import DriftPolicy, compare
+from pytest_smallmodel.evaluation.cases import cases_from
+from pytest_smallmodel.evaluation.report import EvaluationReport
+from pytest_smallmodel.evaluation.run import run_cases
 from pytest_smallmodel.goldens.file_format import golden_schema, parse_golden, serialize_record
 from pytest_smallmodel.goldens.kinds import FORMATS, record_of
 
@@ -60,12 +64,9 @@ def _extraction() -> ExtractedDict:
     return extracted
 
 
-def _label() -> Label:
-    return Label(
-        "yes",
-        logprobs={"yes": -0.1, "no": -2.5},
-        provenance=_provenance("classify", labels=("yes", "no")),
-    )
+def _label(choice: str = "yes") -> Label:
+    scores = {"yes": -0.1, "no": -2.5} if choice == "yes" else {"yes": -2.5, "no": -0.1}
+    return Label(choice, logprobs=scores, provenance=_provenance("classify", labels=("yes", "no")))
 
 
 def _embedding() -> Embedding:
@@ -74,12 +75,33 @@ def _embedding() -> Embedding:
     return vector
 
 
+def _evaluation(first: str = "yes") -> EvaluationReport:
+    """Two cases, each holding its classify call: one correct, one wrong."""
+    calls = {"a": _label(first), "b": _label()}
+    rows = [{"id": "a", "input": "Q: hi", "expected": "yes"}]
+    rows.append({"id": "b", "input": "Q: hi", "expected": "no"})
+    made: list[object] = []
+
+    def task(case: object) -> object:
+        made.append(calls[case.id])  # type: ignore[attr-defined]
+        return made[-1]
+
+    return run_cases(
+        cases_from(rows),
+        task,
+        cached_calls=lambda: 0,
+        labels=["yes", "no"],
+        last_call=lambda: made[-1],
+    )
+
+
 # One live value of each kind, as a test would assert it.
 SAMPLES: dict[str, Callable[[], object]] = {
     "generation": lambda: _generation("Hello there"),
     "extraction": _extraction,
     "label": _label,
     "embedding": _embedding,
+    "evaluation": _evaluation,
     "text": lambda: "two\nlines",
     "value": lambda: {"n": [1, 2.5, None], "ok": True},
 }
@@ -124,3 +146,13 @@ def test_plain_values_cannot_be_replayed(name: str) -> None:
     record = record_of(SAMPLES[name]())
     with pytest.raises(EngineError, match="cannot be replayed"):
         replay_request(None, record)  # type: ignore[arg-type]
+
+
+def test_an_evaluation_fails_naming_the_case_whose_verdict_flipped() -> None:
+    golden = parse_golden(serialize_record(record_of(_evaluation())), path="golden/e.json")
+    verdict = compare(golden, _evaluation("no"), policy=DriftPolicy(), golden_path="golden/e.json")
+    assert not verdict.passed
+    report = explanation.text(verdict)
+    assert report.startswith("1 of 2 cases changed output or verdict (exact mode); accuracy ")
+    assert "  a: 'yes' -> 'no' (correct -> wrong): label changed from 'yes' to 'no'" in report
+    assert "(1/2 -> 0/2)" in report

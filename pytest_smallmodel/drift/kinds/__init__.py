@@ -14,11 +14,19 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from pytest_smallmodel.common.errors import EngineError
-from pytest_smallmodel.drift.kinds import embedding, extraction, generation, label, text, value
+from pytest_smallmodel.drift.kinds import (
+    embedding,
+    evaluation,
+    extraction,
+    generation,
+    label,
+    text,
+    value,
+)
 
 if TYPE_CHECKING:
     from pytest_smallmodel.common.results import Generation
-    from pytest_smallmodel.drift.kinds.base import Check, Replayer
+    from pytest_smallmodel.drift.kinds.base import Check, Describe, Replayer
     from pytest_smallmodel.drift.verdict import Verdict
     from pytest_smallmodel.goldens.records import GoldenRecord
 
@@ -28,6 +36,12 @@ class GoldenKindHandler(Protocol):
 
     @property
     def kind(self) -> str: ...
+
+    @property
+    def shared_wording(self) -> bool:
+        """``explanation`` words the reasons every kind shares (identical, model or request
+        changed); False: this kind's headline and evidence word them too (an evaluation counts
+        its cases in each)."""
 
     @property
     def requests(self) -> tuple[str, ...]:
@@ -43,8 +57,9 @@ class GoldenKindHandler(Protocol):
     def headline(self, verdict: Verdict) -> str:
         """The headline of a verdict this kind's rule decided."""
 
-    def evidence(self, verdict: Verdict) -> list[str]:
-        """The lines under it: the numbers and diffs that decided."""
+    def evidence(self, verdict: Verdict, describe: Describe) -> list[str]:
+        """The lines under it: the numbers and diffs that decided (``describe``: the headline
+        of any verdict, for a kind whose verdict holds others)."""
 
     def summary(self, record: GoldenRecord) -> list[str]:
         """The output as lines, to diff against a golden of another kind."""
@@ -62,6 +77,7 @@ KINDS: Mapping[str, GoldenKindHandler] = {
     "extraction": extraction.ExtractionKind(generation.KIND),  # judged as the generation it is
     "label": label.KIND,
     "embedding": embedding.KIND,
+    "evaluation": evaluation.KIND,
     "text": text.KIND,
     "value": value.KIND,
 }

@@ -8,12 +8,12 @@ re-issues a stored request through, so that no kind imports the engine.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from pytest_smallmodel.common.results import BatchedCheck
-    from pytest_smallmodel.drift.verdict import Mode, Outcome, Reason, Verdict
+    from pytest_smallmodel.drift.verdict import FieldChange, Mode, Outcome, Reason, Verdict
     from pytest_smallmodel.goldens.records import GoldenRecord
 
 
@@ -47,6 +47,17 @@ class Check(Protocol):
     @property
     def min_cosine(self) -> float: ...
 
+    @property
+    def strict(self) -> bool:
+        """--smallmodel-strict: a changed fingerprint requires identical output too."""
+
+    def fingerprint_changes(self) -> tuple[FieldChange, ...]:
+        """What changed in the fingerprint (and the prompt's token ids) since the golden."""
+
+    def compare_nested(self, golden: GoldenRecord, live: object, golden_path: str) -> Verdict:
+        """The whole comparison of a golden that this one holds (an evaluation's case calls),
+        under the same policy."""
+
     def identical(self) -> Verdict: ...
 
     def decide(self, outcome: Outcome, passed: bool, reason: Reason, **found: Any) -> Verdict: ...
@@ -63,6 +74,11 @@ class Check(Protocol):
 
     def batched_check(self) -> BatchedCheck | None:
         """The engine's batched teacher-forced check of this golden's tokens, if it made one."""
+
+
+# The headline of any verdict (``explanation.headline``), handed to a kind's evidence: an
+# evaluation's lists the verdict of each case's call.
+Describe = Callable[["Verdict"], str]
 
 
 class Replayer(Protocol):

@@ -13,11 +13,12 @@ from pytest_smallmodel.drift.verdict import EmbeddingScores, Mode, Reason, Verdi
 from pytest_smallmodel.goldens.records import GoldenRecord
 
 if TYPE_CHECKING:
-    from pytest_smallmodel.drift.kinds.base import Check, Replayer
+    from pytest_smallmodel.drift.kinds.base import Check, Describe, Replayer
 
 
 class EmbeddingKind:
     kind = "embedding"
+    shared_wording = True
     requests = ("embed",)
 
     def compare(self, check: Check) -> Verdict:
@@ -59,7 +60,7 @@ class EmbeddingKind:
         )
         return f"{prefix}: cosine similarity {scores.cosine:.6f} {comparison} {scores.min_cosine:g}"
 
-    def evidence(self, verdict: Verdict) -> list[str]:
+    def evidence(self, verdict: Verdict, describe: Describe) -> list[str]:
         scores = verdict.embedding
         assert scores is not None
         if scores.cosine is None or scores.max_abs_difference is None:

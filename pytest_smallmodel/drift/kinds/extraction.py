@@ -11,7 +11,7 @@ from pytest_smallmodel.drift.text import structured_lines
 
 if TYPE_CHECKING:
     from pytest_smallmodel.common.results import Generation
-    from pytest_smallmodel.drift.kinds.base import Check, Replayer
+    from pytest_smallmodel.drift.kinds.base import Check, Describe, Replayer
     from pytest_smallmodel.drift.kinds.generation import GenerationKind
     from pytest_smallmodel.drift.verdict import Verdict
     from pytest_smallmodel.goldens.records import GoldenRecord
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 class ExtractionKind:
     kind = "extraction"
+    shared_wording = True
     requests = ("extract",)
 
     def __init__(self, generation: GenerationKind) -> None:
@@ -35,10 +36,10 @@ class ExtractionKind:
     def headline(self, verdict: Verdict) -> str:
         return self._generation.headline(verdict)
 
-    def evidence(self, verdict: Verdict) -> list[str]:
+    def evidence(self, verdict: Verdict, describe: Describe) -> list[str]:
         golden, current = verdict.golden, verdict.current
         assert golden is not None and current is not None
-        return [*self._generation.evidence(verdict), *structured_lines(golden, current)]
+        return [*self._generation.evidence(verdict, describe), *structured_lines(golden, current)]
 
     def summary(self, record: GoldenRecord) -> list[str]:
         return self._generation.summary(record)

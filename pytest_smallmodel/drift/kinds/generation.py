@@ -26,7 +26,7 @@ from pytest_smallmodel.goldens.document import quoted
 
 if TYPE_CHECKING:
     from pytest_smallmodel.common.results import Generation, ScoredStep, TokenLogprob
-    from pytest_smallmodel.drift.kinds.base import Check, Replayer
+    from pytest_smallmodel.drift.kinds.base import Check, Describe, Replayer
     from pytest_smallmodel.drift.verdict import Verdict
     from pytest_smallmodel.goldens.records import GoldenRecord
 
@@ -36,6 +36,7 @@ _WORST_STEPS_SHOWN = 5
 
 class GenerationKind:
     kind = "generation"
+    shared_wording = True
     requests = ("generate", "chat")
 
     def compare(self, check: Check) -> Verdict:
@@ -120,7 +121,7 @@ class GenerationKind:
             f"{token(worst.best)} (tolerance {tolerance})"
         )
 
-    def evidence(self, verdict: Verdict) -> list[str]:
+    def evidence(self, verdict: Verdict, describe: Describe) -> list[str]:
         golden, current, divergence = verdict.golden, verdict.current, verdict.divergence
         assert golden is not None and current is not None and divergence is not None
         return [

@@ -12,11 +12,12 @@ from pytest_smallmodel.drift.verdict import LabelScores, Reason, Verdict
 from pytest_smallmodel.goldens.records import GoldenRecord
 
 if TYPE_CHECKING:
-    from pytest_smallmodel.drift.kinds.base import Check, Replayer
+    from pytest_smallmodel.drift.kinds.base import Check, Describe, Replayer
 
 
 class LabelKind:
     kind = "label"
+    shared_wording = True
     requests = ("classify",)
 
     def compare(self, check: Check) -> Verdict:
@@ -55,7 +56,7 @@ class LabelKind:
             f"{labels.margin:.4f} nats (tolerance {tolerance})"
         )
 
-    def evidence(self, verdict: Verdict) -> list[str]:
+    def evidence(self, verdict: Verdict, describe: Describe) -> list[str]:
         labels = verdict.labels
         assert labels is not None
         old, new = labels.golden_logprobs, labels.current_logprobs

@@ -10,11 +10,12 @@ from pytest_smallmodel.drift.verdict import Outcome, Reason, Verdict
 from pytest_smallmodel.goldens.records import GoldenRecord
 
 if TYPE_CHECKING:
-    from pytest_smallmodel.drift.kinds.base import Check, Replayer
+    from pytest_smallmodel.drift.kinds.base import Check, Describe, Replayer
 
 
 class TextKind:
     kind = "text"
+    shared_wording = True
     requests: tuple[str, ...] = ()
 
     def compare(self, check: Check) -> Verdict:
@@ -28,7 +29,7 @@ class TextKind:
     def headline(self, verdict: Verdict) -> str:
         return "value differs from the golden"
 
-    def evidence(self, verdict: Verdict) -> list[str]:
+    def evidence(self, verdict: Verdict, describe: Describe) -> list[str]:
         golden, current = verdict.golden, verdict.current
         assert golden is not None and current is not None
         return ["diff (golden -> this run):", *self.diff(golden, current)]

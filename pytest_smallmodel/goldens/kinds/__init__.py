@@ -14,7 +14,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from pytest_smallmodel.goldens.kinds import embedding, extraction, generation, label, text, value
+from pytest_smallmodel.goldens.document import GoldenFiles
+from pytest_smallmodel.goldens.kinds import (
+    embedding,
+    evaluation,
+    extraction,
+    generation,
+    label,
+    text,
+    value,
+)
 from pytest_smallmodel.goldens.records import GoldenRecord
 
 
@@ -37,13 +46,17 @@ class KindFormat(Protocol):
     def record(self, value: Any) -> GoldenRecord:
         """The record a live value of this kind is stored as."""
 
-    def output(self, record: GoldenRecord) -> dict[str, Any]:
-        """The fields a reviewer reads first, before the format version."""
+    def output(self, record: GoldenRecord, files: GoldenFiles) -> dict[str, Any]:
+        """The fields a reviewer reads first, before the format version (``files``: the whole
+        file format, for a kind that holds other goldens)."""
 
     def fields(self, record: GoldenRecord) -> dict[str, Any]:
-        """A model result's own fields, between the request and the fingerprint."""
+        """The kind's own fields after the kind (a model result's: between the request and the
+        fingerprint)."""
 
-    def read(self, data: Mapping[str, Any], common: Mapping[str, Any]) -> GoldenRecord:
+    def read(
+        self, data: Mapping[str, Any], common: Mapping[str, Any], files: GoldenFiles
+    ) -> GoldenRecord:
         """The record of a schema-valid document (``common``: model, sha256, request and
         fingerprint as read); a ``DocumentProblem`` when two of its fields disagree."""
 
@@ -51,14 +64,20 @@ class KindFormat(Protocol):
         """What in the record does not follow from what is compared, or None."""
 
 
+# The kinds a model call is stored as (an evaluation's cases hold one each).
+_MODEL_RESULTS: tuple[KindFormat, ...] = (
+    generation.FORMAT,
+    extraction.ExtractionFormat(generation.FORMAT),  # read and checked as a generation
+    label.FORMAT,
+    embedding.FORMAT,
+)
 # Registry order is the order ``record_of`` asks in and the order errors list the kinds.
 FORMATS: Mapping[str, KindFormat] = {
     kind.kind: kind
     for kind in (
-        generation.FORMAT,
-        extraction.ExtractionFormat(generation.FORMAT),  # read and checked as a generation
-        label.FORMAT,
-        embedding.FORMAT,
+        *_MODEL_RESULTS,
+        # Before text and value, which would take a report as a plain value.
+        evaluation.EvaluationFormat(_MODEL_RESULTS),
         text.FORMAT,
         value.FORMAT,
     )

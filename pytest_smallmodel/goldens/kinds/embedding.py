@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pytest_smallmodel.common.results import Embedding
-from pytest_smallmodel.goldens.document import DocumentProblem, Inline
+from pytest_smallmodel.goldens.document import DocumentProblem, GoldenFiles, Inline
 from pytest_smallmodel.goldens.records import GoldenRecord, provenance_fields
 
 
@@ -22,7 +22,7 @@ class EmbeddingFormat:
             **provenance_fields(value.provenance),
         )
 
-    def output(self, record: GoldenRecord) -> dict[str, Any]:
+    def output(self, record: GoldenRecord, files: GoldenFiles) -> dict[str, Any]:
         return {}  # a vector is no reading matter: it goes after the request
 
     def fields(self, record: GoldenRecord) -> dict[str, Any]:
@@ -31,7 +31,9 @@ class EmbeddingFormat:
             "vector": Inline(list(record.vector or ())),
         }
 
-    def read(self, data: Mapping[str, Any], common: Mapping[str, Any]) -> GoldenRecord:
+    def read(
+        self, data: Mapping[str, Any], common: Mapping[str, Any], files: GoldenFiles
+    ) -> GoldenRecord:
         vector = tuple(float(x) for x in data["vector"])
         if data["dimensions"] != len(vector):
             raise DocumentProblem(f"'dimensions' does not match the vector's length {len(vector)}")

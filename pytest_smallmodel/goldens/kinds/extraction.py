@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_smallmodel.common.results import ExtractedDict, ExtractedList
 
 if TYPE_CHECKING:
+    from pytest_smallmodel.goldens.document import GoldenFiles
     from pytest_smallmodel.goldens.kinds.generation import GenerationFormat
     from pytest_smallmodel.goldens.records import GoldenRecord
 
@@ -30,14 +31,16 @@ class ExtractionFormat:
     def record(self, value: ExtractedDict | ExtractedList) -> GoldenRecord:
         return self._generation.record_of_generation(value.generation, kind=self.kind)
 
-    def output(self, record: GoldenRecord) -> dict[str, Any]:
-        return self._generation.output(record)
+    def output(self, record: GoldenRecord, files: GoldenFiles) -> dict[str, Any]:
+        return self._generation.output(record, files)
 
     def fields(self, record: GoldenRecord) -> dict[str, Any]:
         return self._generation.fields(record)
 
-    def read(self, data: Mapping[str, Any], common: Mapping[str, Any]) -> GoldenRecord:
-        return dataclasses.replace(self._generation.read(data, common), kind=self.kind)
+    def read(
+        self, data: Mapping[str, Any], common: Mapping[str, Any], files: GoldenFiles
+    ) -> GoldenRecord:
+        return dataclasses.replace(self._generation.read(data, common, files), kind=self.kind)
 
     def consistency_problem(self, record: GoldenRecord) -> str | None:
         problem = self._generation.consistency_problem(record)

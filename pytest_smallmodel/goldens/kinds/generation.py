@@ -14,6 +14,7 @@ from typing import Any
 from pytest_smallmodel.common.results import Generation, Step, TokenLogprob, cut_at_stop
 from pytest_smallmodel.goldens.document import (
     DocumentProblem,
+    GoldenFiles,
     Inline,
     joined,
     lines,
@@ -47,7 +48,7 @@ class GenerationFormat:
             **provenance_fields(generation.provenance),
         )
 
-    def output(self, record: GoldenRecord) -> dict[str, Any]:
+    def output(self, record: GoldenRecord, files: GoldenFiles) -> dict[str, Any]:
         return {"text": lines(record.text or "")}
 
     def fields(self, record: GoldenRecord) -> dict[str, Any]:
@@ -57,7 +58,9 @@ class GenerationFormat:
             "steps": [step_for_file(step) for step in record.steps],
         }
 
-    def read(self, data: Mapping[str, Any], common: Mapping[str, Any]) -> GoldenRecord:
+    def read(
+        self, data: Mapping[str, Any], common: Mapping[str, Any], files: GoldenFiles
+    ) -> GoldenRecord:
         tokens = tuple(data["tokens"])
         steps = tuple(step_of(step) for step in data["steps"])
         if [s.token for s in steps] != list(tokens):

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pytest_smallmodel.common.results import Label
-from pytest_smallmodel.goldens.document import Inline, number
+from pytest_smallmodel.goldens.document import GoldenFiles, Inline, number
 from pytest_smallmodel.goldens.records import (
     LOGPROB_DECIMALS,
     GoldenRecord,
@@ -40,13 +40,15 @@ class LabelFormat:
             **provenance_fields(value.provenance),
         )
 
-    def output(self, record: GoldenRecord) -> dict[str, Any]:
+    def output(self, record: GoldenRecord, files: GoldenFiles) -> dict[str, Any]:
         return {"label": record.label}
 
     def fields(self, record: GoldenRecord) -> dict[str, Any]:
         return {"logprobs": Inline(dict(record.label_logprobs or {}))}
 
-    def read(self, data: Mapping[str, Any], common: Mapping[str, Any]) -> GoldenRecord:
+    def read(
+        self, data: Mapping[str, Any], common: Mapping[str, Any], files: GoldenFiles
+    ) -> GoldenRecord:
         return GoldenRecord(
             kind=self.kind,
             label=data["label"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pytest_smallmodel.goldens.document import GoldenFiles
 from pytest_smallmodel.goldens.records import GoldenRecord, check_plain, json_normal
 
 
@@ -20,13 +21,15 @@ class ValueFormat:
         check_plain(value)
         return GoldenRecord(kind=self.kind, value=json_normal(value))
 
-    def output(self, record: GoldenRecord) -> dict[str, Any]:
+    def output(self, record: GoldenRecord, files: GoldenFiles) -> dict[str, Any]:
         return {"value": record.value}
 
     def fields(self, record: GoldenRecord) -> dict[str, Any]:
         return {}
 
-    def read(self, data: Mapping[str, Any], common: Mapping[str, Any]) -> GoldenRecord:
+    def read(
+        self, data: Mapping[str, Any], common: Mapping[str, Any], files: GoldenFiles
+    ) -> GoldenRecord:
         return GoldenRecord(kind=self.kind, value=data["value"])
 
     def consistency_problem(self, record: GoldenRecord) -> str | None:
