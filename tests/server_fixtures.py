@@ -57,10 +57,10 @@ def smollm2_q4_0(directory: Path) -> Path:
 
     source = smollm2_path()
     assert source is not None
-    return _requantized(source, directory / "smollm2-q4_0.gguf", llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0)
+    return requantized(source, directory / "smollm2-q4_0.gguf", llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0)
 
 
-def _requantized(source: Path, target: Path, ftype: int) -> Path:
+def requantized(source: Path, target: Path, ftype: int) -> Path:
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
@@ -77,4 +77,4 @@ def smollm2_through_q4_0(directory: Path) -> Path:
     import llama_cpp
 
     other = directory / "smollm2-via-q4_0.gguf"
-    return _requantized(smollm2_q4_0(directory), other, llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_1)
+    return requantized(smollm2_q4_0(directory), other, llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_1)

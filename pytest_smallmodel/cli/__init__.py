@@ -630,7 +630,7 @@ def compare_models(
 @click.option(
     "--write",
     is_flag=True,
-    help="Write the recommended tolerance into [tool.smallmodel] (the largest over the models).",
+    help="Write each model's recommended tolerance into its spec ([tool.smallmodel.models]).",
 )
 @click.option(
     "--no-server", is_flag=True, help="Leave llama-server out of the variants even if installed."
@@ -650,7 +650,7 @@ def calibrate_command(
 
     from pytest_smallmodel.cli import calibrate as calibration
     from pytest_smallmodel.engine.registry import ModelRegistry
-    from pytest_smallmodel.pins.project_edit import set_smallmodel_key
+    from pytest_smallmodel.pins.project_edit import set_model_key
 
     project = _project(ctx)
     _check_names(project, names)
@@ -681,11 +681,14 @@ def calibrate_command(
         click.echo("error: nothing could be measured (see above)", err=True)
         ctx.exit(1)
     if write:
-        value = max(model.recommended for model in report.models if model.steps)
-        set_smallmodel_key(project.pyproject, "tolerance", value)
-        click.echo(
-            f"wrote tolerance = {value} to [tool.smallmodel] in {project.pyproject}", err=True
-        )
+        for model in report.models:
+            if model.steps:
+                set_model_key(project.pyproject, model.model, "tolerance", model.recommended)
+                click.echo(
+                    f"wrote tolerance = {model.recommended} to model {model.model} in "
+                    f"{project.pyproject}",
+                    err=True,
+                )
 
 
 def _on(golden: str | None) -> str:

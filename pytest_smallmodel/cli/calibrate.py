@@ -82,7 +82,6 @@ def run_calibration(
     registry: ModelRegistry,
     names: Sequence[str],
     *,
-    current_tolerance: float | None = None,
     progress: Progress | None = None,
     server: bool = True,
 ) -> CalibrationReport:
@@ -92,7 +91,6 @@ def run_calibration(
     report = CalibrationReport()
     golden_dir = project.root / project.options.golden_dir
     by_model, report.notes = read_goldens(golden_dir, project.root)
-    tolerance = current_tolerance or project.options.tolerance or DEFAULT_TOLERANCE
     wanted = list(names) or sorted(by_model)
     if not wanted:
         report.notes.append(
@@ -121,9 +119,21 @@ def run_calibration(
         for m in measurements:
             if m.error is not None:
                 report.notes.append(f"golden {m.golden} under {m.variant}: {m.error}")
-        report.models.append(calibrate(name, goldens, measurements, current_tolerance=tolerance))
+        report.models.append(
+            calibrate(name, goldens, measurements, current_tolerance=_tolerance_of(project, name))
+        )
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _tolerance_of(project: Project, name: str) -> float:
+    """The tolerance ``name``'s goldens are judged with today: its own, the project's, the
+    default, in that order (as pytest's drift policy chooses without --smallmodel-tolerance)."""
+    spec = project.models.get(name)
+    for tolerance in (spec.tolerance if spec else None, project.options.tolerance):
+        if tolerance is not None:
+            return tolerance
+    return DEFAULT_TOLERANCE
 
 
 def _usable(

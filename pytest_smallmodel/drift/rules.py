@@ -62,16 +62,25 @@ class DriftPolicy:
     tolerance: float = DEFAULT_TOLERANCE
     strict: bool = False
     embedding_min_cosine: float = DEFAULT_EMBEDDING_MIN_COSINE
+    # (model name, nats): a model's own tolerance (its spec's ``tolerance``) over ``tolerance``.
+    # A tuple, not a dict: the policy is hashable (the golden extension is cached per policy).
+    model_tolerances: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.tolerance) and self.tolerance >= 0):
-            raise ValueError(
-                f"tolerance must be a non-negative number of nats, got {self.tolerance}"
-            )
+        for whose, tolerance in (("", self.tolerance), *self.model_tolerances):
+            if not (math.isfinite(tolerance) and tolerance >= 0):
+                raise ValueError(
+                    f"{f'model {whose}: ' if whose else ''}tolerance must be a non-negative "
+                    f"number of nats, got {tolerance}"
+                )
         if not (-1.0 <= self.embedding_min_cosine <= 1.0):
             raise ValueError(
                 f"embedding_min_cosine must be within [-1, 1], got {self.embedding_min_cosine}"
             )
+
+    def tolerance_for(self, model: str | None) -> float:
+        """The tolerance for goldens recorded with ``model``: its own, else the policy's."""
+        return dict(self.model_tolerances).get(model or "", self.tolerance)
 
 
 def corrupt_verdict(golden_path: str, problem: str) -> Verdict:
@@ -153,7 +162,7 @@ class _Comparison:
 
     @property
     def tolerance(self) -> float:
-        return self.policy.tolerance
+        return self.policy.tolerance_for(self.golden.model)
 
     @property
     def min_cosine(self) -> float:
@@ -177,7 +186,7 @@ class _Comparison:
             golden=self.golden,
             current=self.current,
             mode=self.mode,
-            tolerance=self.policy.tolerance,
+            tolerance=self.tolerance,
             min_cosine=self.policy.embedding_min_cosine,
             changed=self.changed,
             prompt_change=self.prompt_change,

@@ -266,7 +266,7 @@ class ModelHandle:
         check = self.goldens.judge(
             scored,
             golden.tokens,
-            tolerance=self.goldens.policy.tolerance,
+            tolerance=self.goldens.policy.tolerance_for(self.name),
             path=path,
             incremental=not self._model.capabilities.batched_verify,
         )

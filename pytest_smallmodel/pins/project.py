@@ -38,7 +38,7 @@ TOP_LEVEL_KEYS: frozenset[str] = frozenset(
 )
 
 NON_SOURCE_SPEC_KEYS: frozenset[str] = frozenset(
-    {"settings", "embedding", "chat_template", "backend", "server", "api"}
+    {"settings", "embedding", "chat_template", "backend", "server", "api", "tolerance"}
 )
 # What runs a model (docs/backends.md): llama-cpp-python in an engine worker process, or
 # llama.cpp's llama-server, started by the harness or already running at ``server``.
@@ -70,6 +70,9 @@ class ModelSpec:
     embedding: bool
     chat_template: str | None = None
     serving: Serving = field(default_factory=lambda: Serving())
+    # Nats for this model's goldens in tolerance mode (`smallmodel calibrate --write` sets it);
+    # None: [tool.smallmodel] tolerance. Not part of the pin: it judges outputs, makes none.
+    tolerance: float | None = None
 
     @property
     def is_glob(self) -> bool:
@@ -210,20 +213,13 @@ def _check_settings(
 def _read_options(pyproject: Path, config: Mapping[str, Any]) -> Options:
     """The scalar options of [tool.smallmodel], checked where the configuration is read."""
     where = f"{pyproject} [tool.smallmodel]"
-    numbers: dict[str, float | None] = {}
-    for key, low, high, expected in (
-        ("tolerance", 0.0, math.inf, "a number of nats >= 0"),
-        ("embedding_min_cosine", -1.0, 1.0, "a cosine similarity between -1 and 1"),
-    ):
-        value = config.get(key)
-        if value is not None and (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or not low <= value <= high
-        ):
-            raise ConfigError(f"{where} {key} = {value!r}: expected {expected}")
-        numbers[key] = None if value is None else float(value)
+    numbers = {
+        key: _number(where, key, config.get(key), low, high, expected)
+        for key, low, high, expected in (
+            ("tolerance", *_TOLERANCE_RANGE),
+            ("embedding_min_cosine", -1.0, 1.0, "a cosine similarity between -1 and 1"),
+        )
+    }
     directories: dict[str, str | None] = {}
     for key in ("golden_dir", "result_cache_dir", "pending_dir"):
         value = config.get(key)
@@ -246,6 +242,25 @@ def _read_options(pyproject: Path, config: Mapping[str, Any]) -> Options:
         cache_dir=cache_dir,
         pending_dir=directories["pending_dir"] or Options.pending_dir,
     )
+
+
+_TOLERANCE_RANGE = (0.0, math.inf, "a number of nats >= 0")
+
+
+def _number(
+    where: str, key: str, value: object, low: float, high: float, expected: str
+) -> float | None:
+    """``value`` as a float within [low, high], None when unset; a ConfigError otherwise."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not low <= value <= high
+    ):
+        raise ConfigError(f"{where} {key} = {value!r}: expected {expected}")
+    return float(value)
 
 
 def _cache_dir(root: Path, options: Options) -> Path:
@@ -318,6 +333,7 @@ def _parse_spec(pyproject: Path, name: object, raw: object) -> ModelSpec:
             )
         check_relative_path(where, "chat_template", chat_template)
     serving = _parse_serving(where, raw)
+    tolerance = _number(where + ":", "tolerance", raw.get("tolerance"), *_TOLERANCE_RANGE)
     return ModelSpec(
         name=name,
         kind=kind,
@@ -326,6 +342,7 @@ def _parse_spec(pyproject: Path, name: object, raw: object) -> ModelSpec:
         embedding=embedding,
         chat_template=chat_template,
         serving=serving,
+        tolerance=tolerance,
     )
 
 

@@ -114,6 +114,12 @@ class SmallModelSession:
         kwargs: dict[str, Any] = {"strict": bool(self.config.getoption("smallmodel_strict"))}
         if tolerance is not None:
             kwargs["tolerance"] = tolerance
+        if option is None:  # --smallmodel-tolerance is this run's tolerance for every model
+            kwargs["model_tolerances"] = tuple(
+                (name, spec.tolerance)
+                for name, spec in self.project.models.items()
+                if spec.tolerance is not None
+            )
         if options.embedding_min_cosine is not None:
             kwargs["embedding_min_cosine"] = options.embedding_min_cosine
         try:

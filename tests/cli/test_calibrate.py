@@ -105,15 +105,16 @@ def test_the_terminal_report_says_what_ran_how_long_and_what_to_do(project: Path
     out = result.stdout
     recommended = float(out.split("recommended tolerance: ")[1].split(" ")[0])
     after = pyproject.read_text()
-    assert tomllib.loads(after)["tool"]["smallmodel"]["tolerance"] == pytest.approx(recommended)
-    # --write adds the key and its table, nothing else: every line of the file is still there.
-    kept = [line for line in after.splitlines() if line not in ("[tool.smallmodel]", "")]
-    assert [line for line in kept if not line.startswith("tolerance = ")] == [
-        line for line in before.splitlines() if line != ""
+    written = tomllib.loads(after)["tool"]["smallmodel"]["models"]["smollm2"]["tolerance"]
+    assert written == pytest.approx(recommended)
+    # --write adds the key to the model's spec, nothing else: one line changed, in its braces.
+    changed = [
+        (old, new)
+        for old, new in zip(before.splitlines(), after.splitlines(), strict=True)
+        if old != new
     ]
-    assert f"wrote tolerance = {tomllib.loads(after)['tool']['smallmodel']['tolerance']}" in (
-        result.output
-    )
+    assert changed == [(changed[0][0], changed[0][0].replace(" }", f", tolerance = {written} }}"))]
+    assert f"wrote tolerance = {written} to model smollm2 in " in result.output
     assert "calibrated 11 golden(s) of 1 model(s) in " in out
     assert "variants measured: batched pass, incremental decoding" in out
     assert "llama-server: not asked for" in out

@@ -239,6 +239,16 @@ def test_tolerance_is_configurable() -> None:
     assert not check(_generation(GOLDEN_STEPS), live, tolerance=0.1).passed
 
 
+def test_a_models_own_tolerance_judges_its_goldens_only() -> None:
+    live = _generation(LIVE_STEPS, fingerprint=NEW_RUNTIME, scorer=fake_scorer({1: (5, 0.15)}))
+    own = check(_generation(GOLDEN_STEPS), live, model_tolerances=(("smollm2", 0.1),))
+    assert not own.passed and own.tolerance == 0.1
+    other = check(_generation(GOLDEN_STEPS), live, model_tolerances=(("qwen", 0.1),))
+    assert other.passed and other.tolerance == DEFAULT_TOLERANCE
+    with pytest.raises(ValueError, match="model qwen: tolerance must be a non-negative"):
+        DriftPolicy(model_tolerances=(("qwen", -1.0),))
+
+
 def test_tolerance_mode_without_scorer_fails_explaining_why() -> None:
     verdict = check(_generation(GOLDEN_STEPS), _generation(LIVE_STEPS, fingerprint=NEW_RUNTIME))
     assert not verdict.passed and "no live scorer" in explanation.headline(verdict)

