@@ -19,7 +19,7 @@ from suite import machine
 
 from pytest_smallmodel.cli.calibrate import read_goldens, run_calibration
 from pytest_smallmodel.engine.registry import ModelRegistry
-from pytest_smallmodel.engine.variants import BATCHED, Load, Replayer
+from pytest_smallmodel.engine.variants import BATCHED, Load, VariantReplayer
 from pytest_smallmodel.pins.project import load_project
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +34,7 @@ def baseline() -> float:
     started = time.perf_counter()
     try:
         for name, goldens in by_model.items():
-            Replayer(registry.base_spec(name), registry.pool, only=only).replay(goldens)
+            VariantReplayer(registry.base_spec(name), registry.pool, only=only).replay(goldens)
     finally:
         registry.close()
     return time.perf_counter() - started

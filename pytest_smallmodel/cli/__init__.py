@@ -9,7 +9,7 @@ print one message to stderr, never a traceback.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -646,26 +646,27 @@ def calibrate_command(
     llama-server. The report lists fragile goldens (near-ties below the measured noise). Exit
     1 only when nothing could be measured.
     """
-    import sys
-
     from pytest_smallmodel.cli import calibrate as calibration
+    from pytest_smallmodel.common.progress import progress as counted
     from pytest_smallmodel.engine.registry import ModelRegistry
+    from pytest_smallmodel.engine.variants import MAX_LOADS
     from pytest_smallmodel.pins.project_edit import set_model_key
 
     project = _project(ctx)
     _check_names(project, names)
-    bars: list[Any] = []
+    bars: list[Generator[int, None, None]] = []
 
-    def progress(goldens: int) -> Any:
-        if not sys.stderr.isatty():
-            return None
-        from tqdm import tqdm
-
-        from pytest_smallmodel.engine.variants import MAX_LOADS
-
-        bar = tqdm(total=goldens * MAX_LOADS, unit="replay", file=sys.stderr, leave=False)
+    def progress(goldens: int) -> Callable[[], None]:
+        # The bar counts what its loop hands out: each replay measured takes the next number,
+        # the first taken here, so that it shows the replays done (the last one closes it).
+        bar = counted(range(goldens * MAX_LOADS), what="golden replays")
+        next(bar, None)
         bars.append(bar)
-        return lambda: bar.update(1)
+
+        def replayed() -> None:
+            next(bar, None)
+
+        return replayed
 
     registry = ModelRegistry(project)
     try:
@@ -675,7 +676,7 @@ def calibrate_command(
     finally:
         registry.close()
         for bar in bars:
-            bar.close()
+            bar.close()  # a variant that did not load leaves its replays uncounted
     click.echo(calibration.to_json(report) if as_json else "\n".join(calibration.render(report)))
     if not report.measured:
         click.echo("error: nothing could be measured (see above)", err=True)

@@ -18,7 +18,7 @@ from pytest_smallmodel.common.errors import GoldenError, SmallModelError
 from pytest_smallmodel.common.settings import LoadSpec
 from pytest_smallmodel.drift.calibration import ModelCalibration, calibrate
 from pytest_smallmodel.drift.rules import DEFAULT_TOLERANCE
-from pytest_smallmodel.engine.variants import Replayer
+from pytest_smallmodel.engine.variants import VariantReplayer
 from pytest_smallmodel.goldens.file_format import parse_golden
 from pytest_smallmodel.goldens.records import GoldenRecord
 from pytest_smallmodel.pins.project import Project
@@ -104,7 +104,7 @@ def run_calibration(
         spec = _load_spec(registry, name, report.notes)
         if spec is None:
             continue
-        replayer = Replayer(
+        replayer = VariantReplayer(
             spec,
             registry.pool,
             progress=progress(len(goldens)) if progress else None,

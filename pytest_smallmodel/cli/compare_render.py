@@ -9,7 +9,7 @@ import html
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from pytest_smallmodel.cli.compare_report import (
@@ -58,9 +58,7 @@ def to_dict(report: CompareReport) -> dict[str, Any]:
         "new_sha256": report.new_sha256,
         "figures": {**asdict(report.figures), "identical_share": report.figures.identical_share},
         "notes": [DIVERGENCE_NOTE, OLD_FIGURES_NOTE, ACCURACY_NOTE],
-        "cases": [
-            _plain({**asdict(case), "verdict": _verdict_dict(case)}) for case in report.cases
-        ],
+        "cases": [_case_dict(case) for case in report.cases],
         "accuracy": [_accuracy_dict(comparison) for comparison in report.accuracy],
         "gates": [asdict(gate) for gate in report.gates],
         "failed": bool(report.unusable or report.failed_gates),
@@ -380,6 +378,15 @@ def _accuracy_dict(comparison: AccuracyComparison) -> dict[str, Any]:
         ),
         "cases": [{**_plain(asdict(case)), "outcome": case.outcome} for case in comparison.cases],
     }
+
+
+def _case_dict(case: CaseResult) -> dict[str, Any]:
+    # asdict copies every field deeply: the verdict (its golden records, steps and top-k) is
+    # left out of that copy and written once, as the report has it.
+    plain: dict[str, Any] = _plain(
+        {**asdict(replace(case, verdict=None)), "verdict": _verdict_dict(case)}
+    )
+    return plain
 
 
 def _verdict_dict(case: CaseResult) -> dict[str, Any] | None:

@@ -94,21 +94,6 @@ class Forcing:
     schema: Mapping[str, Any] | None = None
 
 
-class Loaded:
-    """What every backend keeps of the model it loaded: its identity, spelled out for the
-    callers that read one field, and its figures for the summary."""
-
-    def __init__(self, spec: LoadSpec) -> None:
-        self.spec = spec
-        self.name = spec.name
-        self.path = spec.path
-        self.sha256 = spec.sha256
-        self.settings = spec.settings
-        self.embedding = spec.embedding
-        self.chat_template = spec.chat_template
-        self.stats = ModelStats()
-
-
 class Backend(Protocol):
     """One loaded model. Calls are serialised by the backend; ``timeout`` bounds each one."""
 
@@ -153,16 +138,10 @@ class Backend(Protocol):
     def verify(
         self, prompt_tokens: Sequence[int], forcing: Forcing, *, timeout: float | None = None
     ) -> list[ScoredStep]:
-        """Like ``score`` but in one batched pass: sound for tolerance mode only."""
-        ...
-
-    def continuation_logprob(
-        self,
-        prompt_tokens: Sequence[int],
-        continuation: Sequence[int],
-        *,
-        timeout: float | None = None,
-    ) -> float: ...
+        """Like ``score`` but in one batched pass: sound for tolerance mode only. A backend
+        without one (``Capabilities.batched_verify``, named in the report) keeps this: the
+        incremental pass of ``score``, exact."""
+        return self.score(prompt_tokens, forcing, timeout=timeout)
 
     def label_logprobs(
         self,
@@ -171,7 +150,18 @@ class Backend(Protocol):
         *,
         timeout: float | None = None,
     ) -> list[float]:
-        """Each continuation's total logprob after the prompt, evaluated once."""
+        """Each continuation's total logprob after the prompt, evaluated once. A backend that
+        keeps no prompt state between calls keeps this: each label on its own
+        (``label_logprob``)."""
+        return [
+            self.label_logprob(prompt_tokens, continuation, timeout=timeout)
+            for continuation in continuations
+        ]
+
+    def label_logprob(
+        self, prompt_tokens: Sequence[int], label: Sequence[int], timeout: float | None = None
+    ) -> float:
+        """One label's total logprob after the prompt, from a fresh context."""
         ...
 
     def weights_loaded(self) -> bool: ...
@@ -179,3 +169,18 @@ class Backend(Protocol):
     def embed(self, text: str, *, timeout: float | None = None) -> list[float]: ...
 
     def close(self) -> None: ...
+
+
+class Loaded(Backend):
+    """What every backend keeps of the model it loaded: its identity, spelled out for the
+    callers that read one field, and its figures for the summary."""
+
+    def __init__(self, spec: LoadSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.path = spec.path
+        self.sha256 = spec.sha256
+        self.settings = spec.settings
+        self.embedding = spec.embedding
+        self.chat_template = spec.chat_template
+        self.stats = ModelStats()

@@ -446,7 +446,7 @@ class ModelHandle:
                     "(in [tool.smallmodel.settings], the model's spec, or the marker)"
                 )
         # One prompt evaluation for all labels: each label is scored from a saved copy of the
-        # prompt's state, with the numbers continuation_logprob gives (tests/drift/test_batched.py).
+        # prompt's state, with the numbers label_logprob gives (tests/drift/test_batched.py).
         scores = self._model.label_logprobs(
             tokens, [label_tokens[label] for label in labels], timeout=self.settings.timeout
         )

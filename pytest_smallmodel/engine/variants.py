@@ -153,7 +153,7 @@ def server_problem() -> str | None:
 
 
 @dataclass
-class Replayer:
+class VariantReplayer:
     """Replays goldens of one model file (``base``: name, path, sha256, template) under the
     matrix. ``progress`` is called once per golden measured on a load."""
 
@@ -372,7 +372,7 @@ class Triager:
             return replace(
                 verdict, triage=Triage(TriageLabel.UNDECIDED, None, gap, step, (), (why,))
             )
-        replayer = Replayer(spec, self.pool, server=self.server, keep_loads=True)
+        replayer = VariantReplayer(spec, self.pool, server=self.server, keep_loads=True)
         measurements = replayer.replay([(verdict.golden_path, golden)])
         unavailable = [u.describe() for u in replayer.unavailable]
         return replace(verdict, triage=triage(gap, step, measurements, unavailable=unavailable))
@@ -385,9 +385,9 @@ __all__ = [
     "BATCHED",
     "INCREMENTAL",
     "Load",
-    "Replayer",
     "Triager",
     "Unavailable",
+    "VariantReplayer",
     "forced_measurement",
     "greedy_identical",
     "label_measurement",

@@ -37,9 +37,7 @@ def test_classify_numbers_are_bit_identical_to_scoring_each_label_from_scratch(
     model = smollm2._model
     # Today's path: a fresh context, the prompt and then the label, once per label.
     separately = {
-        name: model.continuation_logprob(
-            prompt_tokens, model.tokenize(name, add_bos=False, special=False)
-        )
+        name: model.label_logprob(prompt_tokens, model.tokenize(name, add_bos=False, special=False))
         for name in labels
     }
     assert dict(label.logprobs) == separately  # exact float equality, not approximate

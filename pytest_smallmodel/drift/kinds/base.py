@@ -3,7 +3,11 @@
 ``Check`` is the shared part of every comparison (``drift.rules``): it has decided the mode
 (exact, strict or tolerance) from the model, the request and the fingerprint, and it turns what
 a kind found into the ``Verdict``. ``Replayer`` is the few methods of the model handle a kind
-re-issues a stored request through, so that no kind imports the engine.
+re-issues a stored request through, so that no kind imports the engine. ``KindDefaults`` and
+``PlainKind`` are what kinds answer alike, written once.
+
+This module imports nothing of the package at run time (its names are types only), so a kind
+importing its bases adds no step to the chain of imports that run (``tests/test_architecture``).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from pytest_smallmodel.common.results import BatchedCheck
+    from pytest_smallmodel.common.results import BatchedCheck, Generation
     from pytest_smallmodel.drift.verdict import FieldChange, Mode, Outcome, Reason, Verdict
     from pytest_smallmodel.goldens.records import GoldenRecord
 
@@ -109,3 +113,55 @@ class Replayer(Protocol):
     ) -> object: ...
 
     def embed(self, text: str) -> object: ...
+
+
+class KindDefaults:
+    """What a kind (``drift.kinds.GoldenKindHandler``) answers unless it says otherwise."""
+
+    # Only an evaluation words the shared reasons itself (it counts its cases in each).
+    shared_wording = True
+    # A plain value or an evaluation has no request of its own to send again.
+    requests: tuple[str, ...] = ()
+
+    def forced_result(self, generation: Generation) -> object | None:
+        # Only a generation's tokens (and an extraction's, which is one) stand for its result.
+        return None
+
+
+class PlainKind(KindDefaults):
+    """A plain value a test asserted (``text``, ``value``): no model made it, so it is equal to
+    its golden or differs, whatever ran the test, and there is no request to replay.
+
+    A subclass names the record's field it compares, the reason a difference is given, and how
+    the value reads (``summary``, ``diff``, and ``changed_fields`` under the diff).
+    """
+
+    compared: str  # the GoldenRecord field
+    differs: Reason
+
+    def compare(self, check: Check) -> Verdict:
+        if getattr(check.golden, self.compared) == getattr(check.current, self.compared):
+            return check.identical()
+        # A plain value has no fingerprint that could have moved: this is a mismatch.
+        return check.decide(check.not_tolerated(), False, self.differs)
+
+    def headline(self, verdict: Verdict) -> str:
+        return "value differs from the golden"
+
+    def evidence(self, verdict: Verdict, describe: Describe) -> list[str]:
+        golden, current = verdict.golden, verdict.current
+        assert golden is not None and current is not None
+        return [
+            "diff (golden -> this run):",
+            *self.diff(golden, current),
+            *self.changed_fields(golden, current),
+        ]
+
+    def diff(self, golden: GoldenRecord, current: GoldenRecord) -> list[str]:
+        raise NotImplementedError
+
+    def changed_fields(self, golden: GoldenRecord, current: GoldenRecord) -> list[str]:
+        return []  # the diff says all
+
+    def replay(self, model: Replayer, record: GoldenRecord) -> object:
+        raise AssertionError("a plain value has no request (requests = ())")

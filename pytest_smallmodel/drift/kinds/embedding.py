@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pytest_smallmodel.common.results import Generation
+from pytest_smallmodel.drift.kinds.base import KindDefaults
 from pytest_smallmodel.drift.text import OUTPUT_DIFF, unified
 from pytest_smallmodel.drift.verdict import EmbeddingScores, Mode, Reason, Verdict
 from pytest_smallmodel.goldens.records import GoldenRecord
@@ -16,9 +16,8 @@ if TYPE_CHECKING:
     from pytest_smallmodel.drift.kinds.base import Check, Describe, Replayer
 
 
-class EmbeddingKind:
+class EmbeddingKind(KindDefaults):
     kind = "embedding"
-    shared_wording = True
     requests = ("embed",)
 
     def compare(self, check: Check) -> Verdict:
@@ -36,9 +35,6 @@ class EmbeddingKind:
         max_abs = max((abs(a - b) for a, b in zip(old, new, strict=True)), default=0.0)
         scores = EmbeddingScores(len(old), len(new), similarity, max_abs, min_cosine)
         return check.judge(similarity >= min_cosine, Reason.EMBEDDING_DIFFERS, embedding=scores)
-
-    def forced_result(self, generation: Generation) -> object | None:
-        return None
 
     def headline(self, verdict: Verdict) -> str:
         scores = verdict.embedding

@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pytest_smallmodel.common.results import Generation
+from pytest_smallmodel.drift.kinds.base import KindDefaults
 from pytest_smallmodel.drift.text import OUTPUT_DIFF, unified
 from pytest_smallmodel.drift.verdict import (
     CaseChange,
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 _CASES_SHOWN = 20
 
 
-class EvaluationKind:
+class EvaluationKind(KindDefaults):
     kind = "evaluation"
     shared_wording = False
     requests: tuple[str, ...] = ()  # each case's call is replayed (cli/compare_accuracy.py)
@@ -111,9 +111,6 @@ class EvaluationKind:
             changed=changed,
             evaluation=drift,
         )
-
-    def forced_result(self, generation: Generation) -> object | None:
-        return None
 
     def headline(self, verdict: Verdict) -> str:
         return headline(verdict)

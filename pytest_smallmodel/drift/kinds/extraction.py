@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pytest_smallmodel.common.results import ExtractedDict
+from pytest_smallmodel.drift.kinds.base import KindDefaults
 from pytest_smallmodel.drift.text import structured_lines
 
 if TYPE_CHECKING:
@@ -17,9 +18,8 @@ if TYPE_CHECKING:
     from pytest_smallmodel.goldens.records import GoldenRecord
 
 
-class ExtractionKind:
+class ExtractionKind(KindDefaults):
     kind = "extraction"
-    shared_wording = True
     requests = ("extract",)
 
     def __init__(self, generation: GenerationKind) -> None:

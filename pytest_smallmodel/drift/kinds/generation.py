@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pytest_smallmodel.common.results import generation_of
+from pytest_smallmodel.drift.kinds.base import KindDefaults
 from pytest_smallmodel.drift.text import (
     OUTPUT_DIFF,
     agreement_summary,
@@ -34,9 +35,8 @@ if TYPE_CHECKING:
 _WORST_STEPS_SHOWN = 5
 
 
-class GenerationKind:
+class GenerationKind(KindDefaults):
     kind = "generation"
-    shared_wording = True
     requests = ("generate", "chat")
 
     def compare(self, check: Check) -> Verdict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from pytest_smallmodel.common.results import Generation
+from pytest_smallmodel.drift.kinds.base import KindDefaults
 from pytest_smallmodel.drift.text import OUTPUT_DIFF, lp, nats, unified
 from pytest_smallmodel.drift.verdict import LabelScores, Reason, Verdict
 from pytest_smallmodel.goldens.records import GoldenRecord
@@ -15,9 +15,8 @@ if TYPE_CHECKING:
     from pytest_smallmodel.drift.kinds.base import Check, Describe, Replayer
 
 
-class LabelKind:
+class LabelKind(KindDefaults):
     kind = "label"
-    shared_wording = True
     requests = ("classify",)
 
     def compare(self, check: Check) -> Verdict:
@@ -35,9 +34,6 @@ class LabelKind:
         )
         scores = LabelScores(golden.label or "", current.label or "", old, new, margin)
         return check.judge(margin <= check.tolerance, Reason.LABEL_CHANGED, labels=scores)
-
-    def forced_result(self, generation: Generation) -> object | None:
-        return None
 
     def headline(self, verdict: Verdict) -> str:
         labels = verdict.labels

@@ -145,7 +145,7 @@ class LlamaServerModel(ServedModel):
         except BaseException:
             self.close()
             raise
-        self.info = self._model_info(self._fingerprint())
+        self._info = self._model_info(self._fingerprint())
         self._checked_prompts: set[tuple[str, bool, bool]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -523,40 +523,16 @@ class LlamaServerModel(ServedModel):
             scored.append(ScoredStep(index=index, golden=golden, best=best, top=top))
         return scored
 
-    def verify(
-        self, prompt_tokens: Sequence[int], forcing: Forcing, *, timeout: float | None = None
-    ) -> list[ScoredStep]:
-        """llama-server has no batched teacher forcing: the incremental pass of ``score`` (one
-        request, exact), which the report names."""
-        return self.score(prompt_tokens, forcing, timeout=timeout)
-
-    def continuation_logprob(
-        self,
-        prompt_tokens: Sequence[int],
-        continuation: Sequence[int],
-        *,
-        timeout: float | None = None,
+    def label_logprob(
+        self, prompt_tokens: Sequence[int], label: Sequence[int], timeout: float | None = None
     ) -> float:
-        scored = self.score(prompt_tokens, Forcing(tuple(continuation), top_k=1), timeout=timeout)
-        if len(scored) < len(continuation):
+        scored = self.score(prompt_tokens, Forcing(tuple(label), top_k=1), timeout=timeout)
+        if len(scored) < len(label):
             raise EngineError(
-                f"llama-server could not score all {len(continuation)} tokens of a label "
+                f"llama-server could not score all {len(label)} tokens of a label "
                 f"(model {self.name}): the context is full"
             )
         return sum(step.golden.logprob for step in scored)
-
-    def label_logprobs(
-        self,
-        prompt_tokens: Sequence[int],
-        continuations: Sequence[Sequence[int]],
-        *,
-        timeout: float | None = None,
-    ) -> list[float]:
-        """One request per label: the server keeps no prompt state between requests."""
-        return [
-            self.continuation_logprob(prompt_tokens, continuation, timeout=timeout)
-            for continuation in continuations
-        ]
 
     def embed(self, text: str, *, timeout: float | None = None) -> list[float]:
         self.check_embedding()

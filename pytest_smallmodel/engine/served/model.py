@@ -28,7 +28,7 @@ class IdentityMismatch(EngineError):
 class ServedModel(Loaded):
     """The shared half of a served backend: identity, settings, statistics and vocabulary."""
 
-    info: ModelInfo  # set by the subclass once the server has described itself
+    _info: ModelInfo  # set by the subclass once the server has described itself
 
     def __init__(self, spec: LoadSpec, vocab: WorkerModel) -> None:
         super().__init__(spec)
@@ -52,6 +52,10 @@ class ServedModel(Loaded):
             fingerprint=fingerprint,
             repack=vocab.repack,
         )
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
 
     @property
     def fingerprint(self) -> Mapping[str, Any]:

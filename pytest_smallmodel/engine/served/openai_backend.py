@@ -60,7 +60,7 @@ class OpenAIModel(ServedModel):
         except BaseException:
             self.close()
             raise
-        self.info = self._model_info(
+        self._info = self._model_info(
             {
                 "version": FINGERPRINT_VERSION,
                 "model": self.name,
@@ -190,27 +190,9 @@ class OpenAIModel(ServedModel):
     ) -> list[ScoredStep]:
         raise Unsupported(NO_TEACHER_FORCING)
 
-    def verify(
-        self, prompt_tokens: Sequence[int], forcing: Forcing, *, timeout: float | None = None
-    ) -> list[ScoredStep]:
-        raise Unsupported(NO_TEACHER_FORCING)
-
-    def continuation_logprob(
-        self,
-        prompt_tokens: Sequence[int],
-        continuation: Sequence[int],
-        *,
-        timeout: float | None = None,
+    def label_logprob(
+        self, prompt_tokens: Sequence[int], label: Sequence[int], timeout: float | None = None
     ) -> float:
-        raise Unsupported(f"classify() is not available: {NO_TEACHER_FORCING}")
-
-    def label_logprobs(
-        self,
-        prompt_tokens: Sequence[int],
-        continuations: Sequence[Sequence[int]],
-        *,
-        timeout: float | None = None,
-    ) -> list[float]:
         raise Unsupported(f"classify() is not available: {NO_TEACHER_FORCING}")
 
     def embed(self, text: str, *, timeout: float | None = None) -> list[float]:

@@ -420,17 +420,13 @@ class WorkerModel(Loaded):
         )
         return scored
 
-    def continuation_logprob(
-        self,
-        prompt_tokens: Sequence[int],
-        continuation: Sequence[int],
-        *,
-        timeout: float | None = None,
+    def label_logprob(
+        self, prompt_tokens: Sequence[int], label: Sequence[int], timeout: float | None = None
     ) -> float:
+        """From a fresh context (``LlamaRuntime.continuation_logprob``): what ``label_logprobs``
+        gives from a saved copy of the prompt's state, bit for bit."""
         return float(
-            self.call(
-                "continuation_logprob", list(prompt_tokens), list(continuation), timeout=timeout
-            )
+            self.call("continuation_logprob", list(prompt_tokens), list(label), timeout=timeout)
         )
 
     def label_logprobs(
