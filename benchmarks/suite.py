@@ -82,8 +82,22 @@ def pytest_sessionfinish(session):
         json.dump(record, f)
 """
 
+# The same weights path as the plugin's repack = "auto" (common/fingerprint.decide_repack): where
+# the build has AMX kernels and the CPU has AMX they crash on the first decode (docs/drift.md), so
+# repacking is off there, set through the ctypes defaults as the engine worker sets it.
 PLAIN_SCRIPT = f"""
-import sys, llama_cpp
+import re, sys, llama_cpp
+import llama_cpp.llama_cpp as lib
+info = llama_cpp.llama_print_system_info().decode()
+with open("/proc/cpuinfo") as cpuinfo:
+    cpu_has_amx = " amx" in cpuinfo.read()
+repack = not (re.search(r"\\bAMX_INT8 = 1\\b", info) and cpu_has_amx)
+defaults = lib.llama_model_default_params
+def params():
+    found = defaults()
+    found.use_extra_bufts = repack
+    return found
+lib.llama_model_default_params = params
 PROMPTS = {PROMPTS!r}
 threads = int(sys.argv[2])
 llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=2048, n_batch=512, n_ubatch=512,
