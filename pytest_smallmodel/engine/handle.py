@@ -44,14 +44,13 @@ from pytest_smallmodel.engine.result_cache import (
     vector_payload,
     with_request,
 )
-from pytest_smallmodel.evaluation.cases import Case
-from pytest_smallmodel.evaluation.report import EvaluationReport
-from pytest_smallmodel.evaluation.run import CaseSource, as_cases, run_cases
-from pytest_smallmodel.evaluation.stats import EvaluationError
 from pytest_smallmodel.goldens.records import GoldenRecord
 
 if TYPE_CHECKING:  # the plugin hands the handle its goldens (drift/batched.py)
     from pytest_smallmodel.drift.batched import GoldenSource
+    from pytest_smallmodel.evaluation.cases import Case
+    from pytest_smallmodel.evaluation.report import EvaluationReport
+    from pytest_smallmodel.evaluation.run import CaseSource
 
 Messages = Sequence[Mapping[str, Any]]
 _T = TypeVar("_T")
@@ -471,6 +470,11 @@ class ModelHandle:
         each with its 95 % Wilson interval, the wrong cases, and latency per case measured after
         one warm-up call (a result from the result cache is "not measured"). ``labels``, when
         given, are checked against every expected label before anything runs."""
+        # Imported here: a session that evaluates nothing (most, and every cached rerun) does
+        # not pay for loading the evaluation modules.
+        from pytest_smallmodel.evaluation.run import as_cases, run_cases
+        from pytest_smallmodel.evaluation.stats import EvaluationError
+
         listed = as_cases(cases)
         if labels is not None:
             for case in listed:

@@ -14,7 +14,6 @@ import pytest
 
 from pytest_smallmodel.common.errors import SmallModelError
 from pytest_smallmodel.engine.handle import ModelHandle
-from pytest_smallmodel.evaluation.report import gate_failure
 from pytest_smallmodel.pins.project import DEFAULT_PENDING_DIR
 from pytest_smallmodel.plugin.session import (
     MARKER,
@@ -158,6 +157,8 @@ def pytest_assertrepr_compare(
     config: pytest.Config, op: str, left: Any, right: Any
 ) -> list[str] | None:
     """A failed quality gate prints the figure, its interval and the cases behind it."""
+    from pytest_smallmodel.evaluation.report import gate_failure  # on a failed assert only
+
     return gate_failure(op, left, right)
 
 

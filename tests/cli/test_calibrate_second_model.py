@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from cli_run import run
+from other_model import drift_on, goldens_of
 from real_model import (
     SMOLLM2_DISTRIBUTION,
     SMOLLM2_FILE,
@@ -31,12 +32,6 @@ from real_model import (
     smollm2_path,
 )
 from server_fixtures import requantized
-
-from pytest_smallmodel.common.settings import LoadSpec
-from pytest_smallmodel.engine.pool import open_backend
-from pytest_smallmodel.engine.variants import INCREMENTAL, measure, recorded_settings, top_k_of
-from pytest_smallmodel.goldens.file_format import parse_golden
-from pytest_smallmodel.pins.project import Serving
 
 pytestmark = pytest.mark.skipif(
     gemma_parts() is None or smollm2_path() is None,
@@ -205,31 +200,9 @@ def test_gemma_requantized_is_rejected_wherever_its_output_changed(
     other = requantized(
         recorded / "gemma.gguf", tmp_path / "gemma-q4_0.gguf", llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0
     )
-    goldens = [
-        (path.relative_to(recorded).as_posix(), parse_golden(path.read_text(), path=str(path)))
-        for path in sorted((recorded / "golden").rglob("*.json"))
-    ]
-    goldens = [(name, record) for name, record in goldens if record.model == "gemma"]
+    goldens = goldens_of(recorded, "gemma")
     assert len(goldens) == GEMMA_GOLDENS
-    differs, caught = set(), set()
-    backends: dict[Any, Any] = {}
-    try:
-        measurements = []
-        for name, record in goldens:
-            settings = recorded_settings(record, top_k=top_k_of(record))
-            if settings not in backends:
-                spec = LoadSpec("gemma-q4_0", other, "0" * 64, settings)
-                backends[settings] = open_backend(Serving(), spec, defer_weights=False)
-            measurements += measure(backends[settings], name, record, ((INCREMENTAL, False),))
-    finally:
-        for backend in backends.values():
-            backend.close()
-    for measurement in measurements:
-        assert measurement.error is None, measurement.error
-        if not measurement.identical:
-            differs.add(measurement.golden)
-        if measurement.max_gap > tolerance:
-            caught.add(measurement.golden)
+    differs, caught = drift_on(other, goldens, tolerance)
     print(
         f"Gemma Q4_0: {len(differs)} of {len(goldens)} outputs differ; tolerance {tolerance} "
         f"catches {len(caught & differs)} ({sorted(differs - caught)} not caught)"
