@@ -51,3 +51,19 @@ def drift_on(
         if measurement.max_gap > tolerance:
             caught.add(measurement.golden)
     return differs, caught
+
+
+def assert_rejected_where_changed(
+    what: str, other: Path, goldens: Sequence[tuple[str, GoldenRecord]], tolerance: float
+) -> None:
+    """The evidence a tolerance is held to on ``other``, a genuinely different model: some
+    outputs changed, ``tolerance`` catches some of them, and never an unchanged one."""
+    differs, caught = drift_on(other, goldens, tolerance)
+    print(
+        f"{what}: {len(differs)} of {len(goldens)} goldens' outputs differ; tolerance "
+        f"{tolerance} catches {len(caught & differs)} of them ({sorted(differs - caught)} not "
+        "caught)"
+    )
+    assert differs, f"{what} changed no output: the evidence needs another model"
+    assert caught, "the recommended tolerance caught none of the changed outputs"
+    assert caught <= differs  # an unchanged output is never rejected on the incremental path

@@ -8,19 +8,17 @@ SmolLM2 requantized to Q4_0 as a genuinely different model of the same vocabular
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_run import run
+from cli_run import run, run_suite
 from example_project import copy_examples
-from other_model import drift_on, goldens_of
+from other_model import assert_rejected_where_changed, goldens_of
 from real_model import smollm2_path
 from server_fixtures import server_binary, smollm2_q4_0
 
@@ -117,18 +115,7 @@ def test_the_terminal_report_says_what_ran_how_long_and_what_to_do(project: Path
 
 
 def _pytest(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "examples", "-p", "no:cacheprovider", "-q", *args],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        env={
-            **os.environ,
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "SMALLMODEL_CACHE_DIR": str(root / ".cache"),
-        },
-        check=False,
-    )
+    return run_suite(root, "examples", *args)
 
 
 @pytest.mark.parametrize(
@@ -180,15 +167,7 @@ def test_the_recommended_tolerance_rejects_a_requantized_model(
     be caught (a gap above the recommended tolerance)."""
     tolerance = calibration["models"][0]["recommended_tolerance"]
     other = smollm2_q4_0(tmp_path)
-    goldens = goldens_of(project)
-    differs, caught = drift_on(other, goldens, tolerance)
-    print(
-        f"Q4_0: {len(differs)} of {len(goldens)} goldens' outputs differ; tolerance {tolerance} "
-        f"catches {len(caught & differs)} of them ({sorted(differs - caught)} not caught)"
-    )
-    assert differs, "a requantized model changed no output: the evidence needs another model"
-    assert caught, "the recommended tolerance caught none of the changed outputs"
-    assert caught <= differs  # an unchanged output is never rejected on the incremental path
+    assert_rejected_where_changed("SmolLM2 Q4_0", other, goldens_of(project), tolerance)
 
 
 def test_bad_input_is_one_line_each_and_fails_only_when_nothing_was_measured(

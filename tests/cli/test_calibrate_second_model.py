@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tomllib
 from collections import Counter
 from collections.abc import Iterator
@@ -22,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_run import run
-from other_model import drift_on, goldens_of
+from cli_run import run, run_suite
+from other_model import assert_rejected_where_changed, goldens_of
 from real_model import (
     SMOLLM2_DISTRIBUTION,
     SMOLLM2_FILE,
@@ -86,18 +85,7 @@ GEMMA_GOLDENS = 6
 
 
 def _pytest(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "test_suite.py", "-p", "no:cacheprovider", "-q", *args],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        env={
-            **os.environ,
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "SMALLMODEL_CACHE_DIR": str(root / ".cache"),
-        },
-        check=False,
-    )
+    return run_suite(root, "test_suite.py", *args)
 
 
 def _copy(project: Path, target: Path) -> Path:
@@ -202,11 +190,4 @@ def test_gemma_requantized_is_rejected_wherever_its_output_changed(
     )
     goldens = goldens_of(recorded, "gemma")
     assert len(goldens) == GEMMA_GOLDENS
-    differs, caught = drift_on(other, goldens, tolerance)
-    print(
-        f"Gemma Q4_0: {len(differs)} of {len(goldens)} outputs differ; tolerance {tolerance} "
-        f"catches {len(caught & differs)} ({sorted(differs - caught)} not caught)"
-    )
-    assert differs, "requantizing changed no output: the evidence needs another model"
-    assert caught, "the recommended tolerance caught none of the changed outputs"
-    assert caught <= differs  # an unchanged output is never rejected on the incremental path
+    assert_rejected_where_changed("Gemma Q4_0", other, goldens, tolerance)
